@@ -1,0 +1,11 @@
+"""Errors raised for bad input: each message names the problem and the fix."""
+
+from __future__ import annotations
+
+
+class MlopsInputError(ValueError):
+    """Bad input from the user (data, configuration or arguments); nothing was changed."""
+
+
+class MlopsServiceError(RuntimeError):
+    """A service the task depends on (MLflow, DVC, Prometheus, a gateway) cannot be used."""

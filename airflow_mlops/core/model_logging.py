@@ -1,0 +1,173 @@
+"""Logging a trained model to MLflow with its lineage, and registering a model version."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow_mlops.core.lineage import frame_digest
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from airflow_mlops.core.training import TrainOutcome
+
+MODEL_ARTIFACT = "model"
+REFERENCE_SAMPLE_ARTIFACT = "reference/train_sample.parquet"
+SERIALIZATIONS = ("cloudpickle", "skops")
+
+
+@dataclass
+class DatasetInfo:
+    """Where the training data came from.
+
+    :param frame: the training data as read.
+    :param source: a URI or path naming where it came from.
+    :param name: a short name.
+    :param tags: extra lineage tags (e.g. the DVC revision and hash).
+    """
+
+    frame: pd.DataFrame
+    source: str
+    name: str = "training"
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def ensure_experiment(name: str, artifact_location: str | None = None) -> str:
+    """Return the id of experiment ``name``, creating it (with ``artifact_location``) if needed."""
+    import mlflow
+
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    return mlflow.create_experiment(name, artifact_location=artifact_location)
+
+
+def log_model_run(
+    outcome: TrainOutcome,
+    *,
+    model_name: str,
+    experiment_id: str,
+    dataset: DatasetInfo,
+    tags: dict[str, str] | None = None,
+    params: dict[str, Any] | None = None,
+    serialization: str = "cloudpickle",
+    sample_rows: int = 5000,
+    run_name: str | None = None,
+    extra_artifacts: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Log a training outcome as one MLflow run and register it as a version of ``model_name``.
+
+    Must be called with MLflow pointed at the right store (see ``MlflowTarget.activate``). The run
+    ends FAILED if anything raises inside it.
+
+    :param outcome: what :func:`airflow_mlops.core.training.train_model` returned.
+    :param model_name: registered model name.
+    :param experiment_id: experiment of the run.
+    :param dataset: the training data and its lineage.
+    :param tags: tags for the run and the model version (lineage, Airflow ids).
+    :param params: parameters to log besides the estimator's.
+    :param serialization: ``cloudpickle`` or ``skops``.
+    :param sample_rows: rows of training features logged as the drift reference sample.
+    :param run_name: name of the run.
+    :param extra_artifacts: ``{artifact_path: json-able dict}`` logged as JSON files.
+    :return: ``model_name``, ``version``, ``run_id``, ``model_uri``, ``metrics`` and more facts.
+    """
+    import mlflow
+    import mlflow.data
+    import sklearn
+    from mlflow.models import infer_signature
+
+    tags = dict(tags or {})
+    digest = frame_digest(dataset.frame)
+    tags.update({"mlops.dataset.digest": digest, "mlops.dataset.source": dataset.source, **dataset.tags})
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
+        mlflow.log_params(
+            {
+                "estimator": outcome.candidate.estimator,
+                "task": outcome.task,
+                "target": outcome.target,
+                "n_features": len(outcome.features),
+                "n_train_rows": len(outcome.X_train),
+                "n_test_rows": len(outcome.X_test),
+                "selection_metric": outcome.selection_metric,
+                **{f"estimator.{k}": v for k, v in outcome.candidate.params.items()},
+                **(params or {}),
+            }
+        )
+        mlflow.log_metrics(outcome.metrics)
+        ds = mlflow.data.from_pandas(
+            dataset.frame, source=dataset.source, name=dataset.name, targets=outcome.target
+        )
+        mlflow.log_input(ds, context="training")
+        with tempfile.TemporaryDirectory() as tmp:
+            sample = outcome.X_train.sample(min(sample_rows, len(outcome.X_train)), random_state=0)
+            sample_path = Path(tmp) / Path(REFERENCE_SAMPLE_ARTIFACT).name
+            sample.to_parquet(sample_path, index=False)
+            mlflow.log_artifact(str(sample_path), artifact_path=str(Path(REFERENCE_SAMPLE_ARTIFACT).parent))
+        if outcome.candidate_scores:
+            mlflow.log_dict({"candidates": outcome.candidate_scores}, "model_selection.json")
+        for path, payload in (extra_artifacts or {}).items():
+            mlflow.log_dict(payload, path)
+        example = outcome.X_train.head(5)
+        signature = infer_signature(example, outcome.model.predict(example))
+        info = mlflow.sklearn.log_model(
+            outcome.model,
+            name=MODEL_ARTIFACT,
+            serialization_format=serialization,
+            signature=signature,
+            input_example=example,
+            # Pinning what the model needs skips MLflow's slow requirement inference in a subprocess.
+            pip_requirements=[
+                f"scikit-learn=={sklearn.__version__}",
+                f"mlflow=={mlflow.__version__}",
+                "pandas",
+            ],
+            skops_trusted_types=_skops_trusted(outcome.model) if serialization == "skops" else None,
+        )
+        client = mlflow.MlflowClient()
+        try:
+            client.create_registered_model(model_name)
+        except mlflow.exceptions.MlflowException as e:
+            if "RESOURCE_ALREADY_EXISTS" not in str(e.error_code):
+                raise
+        mv = client.create_model_version(
+            model_name,
+            source=info.model_uri,
+            run_id=run.info.run_id,
+            tags={k: str(v) for k, v in tags.items()},
+            description=f"Trained by {outcome.candidate.estimator} on {dataset.source}",
+        )
+        mlflow.set_tag("mlops.registered_version", f"{model_name}/{mv.version}")
+    return {
+        "model_name": model_name,
+        "version": str(mv.version),
+        "run_id": run.info.run_id,
+        "experiment_id": experiment_id,
+        "model_uri": f"models:/{model_name}/{mv.version}",
+        "artifact_uri": info.model_uri,
+        "metrics": outcome.metrics,
+        "task": outcome.task,
+        "features": outcome.features,
+        "estimator": outcome.candidate.estimator,
+        "dataset_digest": digest,
+        "dataset_source": dataset.source,
+    }
+
+
+def _skops_trusted(model: Any) -> list[str]:
+    """The types skops must trust to load this model back (all from the pipeline we built)."""
+    import skops.io as sio
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.skops"
+        sio.dump(model, path)
+        return list(sio.get_untrusted_types(file=path))
+
+
+def json_dump(obj: Any) -> str:
+    """Compact JSON with stable key order (for tags)."""
+    return json.dumps(obj, sort_keys=True, default=str)

@@ -1,0 +1,92 @@
+"""Model-registry helpers shared by every operator and the CLI: aliases, compare-and-set, tags."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from airflow_mlops.core.errors import MlopsInputError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+CHAMPION = "champion"
+
+
+class AliasConflictError(RuntimeError):
+    """The alias moved since the caller read it: someone else promoted a model meanwhile."""
+
+
+def get_version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    """Return the version behind ``name@alias``, or None when the alias is not set.
+
+    :param client: an MLflow client.
+    :param name: registered model name.
+    :param alias: alias such as ``champion``.
+    :raises MlopsInputError: the alias points to a version that was deleted.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException as e:
+        if "RESOURCE_DOES_NOT_EXIST" in str(e.error_code):
+            return None
+        raise
+    version = (model.aliases or {}).get(alias)
+    if version is None:
+        return None
+    try:
+        return client.get_model_version(name, str(version))
+    except MlflowException as e:
+        raise MlopsInputError(
+            f"Alias {name}@{alias} points to version {version}, which no longer exists: "
+            f"set the alias to a live version or delete it."
+        ) from e
+
+
+def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    """The version number behind ``name@alias`` as a string, or None."""
+    mv = get_version_by_alias(client, name, alias)
+    return None if mv is None else str(mv.version)
+
+
+def compare_and_set_alias(
+    client: MlflowClient, name: str, alias: str, version: str | int, expected: str | int | None
+) -> None:
+    """Point ``name@alias`` at ``version`` only if it still points at ``expected`` (None: unset).
+
+    The registry has no transaction; the check right before the write narrows the race to the
+    width of one request, and the read-back after it detects a writer that slipped in.
+
+    :param client: an MLflow client.
+    :param name: registered model name.
+    :param alias: alias to move.
+    :param version: the version it should point at.
+    :param expected: the version it must point at now (None when it must be unset).
+    :raises AliasConflictError: the alias moved meanwhile; nothing was changed.
+    """
+    expected_s = None if expected is None else str(expected)
+    current = alias_version(client, name, alias)
+    if current == str(version):
+        return  # already done: an idempotent retry
+    if current != expected_s:
+        raise AliasConflictError(
+            f"{name}@{alias} points to version {current}, not {expected_s} as expected: another promotion "
+            "happened meanwhile. Re-run the gate against the new champion."
+        )
+    client.set_registered_model_alias(name, alias, str(version))
+
+
+def tag_version(client: MlflowClient, name: str, version: str | int, tags: dict[str, Any]) -> None:
+    """Set tags on a model version; non-string values are stored as JSON.
+
+    :param client: an MLflow client.
+    :param name: registered model name.
+    :param version: model version.
+    :param tags: tag names and values.
+    """
+    for key, value in tags.items():
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+        client.set_model_version_tag(name, str(version), key, text)
