@@ -271,7 +271,7 @@ def train_model(
             X_train, y_train, test_size=0.25, random_state=random_state, stratify=strat
         )
         sign = 1 if greater_is_better(metric) else -1
-        for i, (cand, est) in enumerate(zip(candidates, estimators)):
+        for i, (cand, est) in enumerate(zip(candidates, estimators, strict=True)):
             pipe = build_pipeline(clone(est), X_fit).fit(X_fit, y_fit)
             val = score_model(pipe, task, X_val, y_val)
             if metric not in val:
