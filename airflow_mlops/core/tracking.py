@@ -8,6 +8,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from airflow_mlops.core.errors import MlopsServiceError
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
@@ -83,3 +85,25 @@ class MlflowTarget:
         """Link to a run in the MLflow UI, when a UI is known."""
         base = self.ui_url or (self.tracking_uri if self.tracking_uri.startswith("http") else None)
         return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}" if base else None
+
+
+def check_reachable(tracking_uri: str, timeout: float = 10.0) -> None:
+    """Fail fast, with a clear message, when an MLflow server does not answer (MLflow's own client
+    would retry for minutes first).
+
+    :param tracking_uri: the tracking URI; only http(s) servers are probed.
+    """
+    import urllib.error
+    import urllib.request
+
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=timeout):
+            return
+    except urllib.error.HTTPError:
+        return  # it answered (maybe behind auth): reachable
+    except OSError as e:
+        raise MlopsServiceError(
+            f"MLflow at {tracking_uri} is unreachable ({e}): start the server or fix the connection's host."
+        ) from e

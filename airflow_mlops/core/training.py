@@ -15,6 +15,10 @@ if TYPE_CHECKING:
 TASKS = ("classification", "regression")
 # An integer target with at most this many distinct values is taken for class labels.
 MAX_INT_CLASSES = 20
+DEFAULT_ESTIMATORS = {
+    "classification": "sklearn.ensemble.RandomForestClassifier",
+    "regression": "sklearn.ensemble.RandomForestRegressor",
+}
 
 
 @dataclass
@@ -231,7 +235,7 @@ def train_model(
 
     :param df: training data.
     :param target: target column.
-    :param candidates: estimators to try.
+    :param candidates: estimators to try (a random forest for the task when empty).
     :param features: feature columns (default: all but the target).
     :param task: ``classification`` or ``regression`` (detected when None).
     :param test_size: share of rows held out for testing when no holdout is given.
@@ -242,11 +246,10 @@ def train_model(
     from sklearn.base import clone
     from sklearn.model_selection import train_test_split
 
-    if not candidates:
-        raise MlopsInputError("No estimator given: set `estimator` or `candidates`.")
     if not 0.0 < test_size < 1.0:
         raise MlopsInputError(f"test_size={test_size} must be between 0 and 1 (exclusive).")
     feats, task = check_training_frame(df, target, features, task)
+    candidates = list(candidates) or [Candidate(DEFAULT_ESTIMATORS[task], {"random_state": random_state})]
     estimators = [resolve_estimator(c) for c in candidates]
     X = prepare_features(df[feats])
     y = df[target]
