@@ -1,0 +1,429 @@
+"""Evaluating a gate: per-check rows, the verdict, its table, and recording it on the model version."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from airflow_mlops.core import registry
+from airflow_mlops.core.errors import MlopsInputError
+from airflow_mlops.core.gate.evidence import (
+    Evidence,
+    FrameLoader,
+    HoldoutSource,
+    MetricsUrlSource,
+    MlflowMetricsSource,
+    PrometheusSource,
+    VersionRef,
+    read_holdout,
+)
+from airflow_mlops.core.gate.spec import GateSpec, Rule, load_spec
+from airflow_mlops.core.promql import PromClient
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from airflow_mlops.core.tracking import MlflowTarget
+
+PASSED, FAILED, PENDING, SKIPPED = "passed", "failed", "pending", "skipped"
+TAG_PREFIX = "mlops.gate."
+# MLflow caps a tag value at 5000 characters; the details tag stays under it.
+_TAG_LIMIT = 5000
+# Float noise must not fail a change that is exactly at its threshold.
+_EPS = 1e-12
+
+
+@dataclass
+class Row:
+    """One check of one rule.
+
+    :param metric: the metric.
+    :param check: ``min``, ``max``, ``min_change``, ``min_relative_change``, ``max_change``,
+        ``max_relative_change`` or ``min_samples``.
+    :param candidate: the candidate's value (for change checks: its metric value).
+    :param baseline: the baseline's value, when compared.
+    :param observed: what the threshold is compared with (value, change, relative change or sample count).
+    :param threshold: the threshold.
+    :param status: passed, failed, pending (not enough evidence yet) or skipped (no baseline).
+    :param reason: a sentence saying why.
+    """
+
+    metric: str
+    check: str
+    candidate: float | None
+    baseline: float | None
+    observed: float | None
+    threshold: float | None
+    status: str
+    reason: str
+
+
+@dataclass
+class Verdict:
+    """The outcome of a gate for one candidate version.
+
+    :param gate: the gate name.
+    :param model_name: the registered model.
+    :param version: the candidate version.
+    :param source: the evidence source kind.
+    :param baseline_alias: the alias compared against.
+    :param baseline_version: the version behind it (None for the first model).
+    :param status: passed, failed or pending.
+    :param rows: one row per check.
+    """
+
+    gate: str
+    model_name: str
+    version: str
+    source: str
+    baseline_alias: str
+    baseline_version: str | None
+    status: str
+    rows: list[Row] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        """Whether every check passed (or was skipped for lack of a baseline)."""
+        return self.status == PASSED
+
+    @property
+    def decided(self) -> bool:
+        """Whether the verdict is final (more waiting cannot change it)."""
+        return self.status in (PASSED, FAILED)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able mapping (for XCom and trigger events); NaN/inf become None."""
+        out = asdict(self)
+        for row in out["rows"]:
+            for k in ("candidate", "baseline", "observed", "threshold"):
+                if isinstance(row[k], float) and not math.isfinite(row[k]):
+                    row[k] = None if math.isnan(row[k]) else (1e308 if row[k] > 0 else -1e308)
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Verdict:
+        """Rebuild a verdict from :meth:`to_dict`'s output."""
+        return cls(**{**raw, "rows": [Row(**r) for r in raw.get("rows", [])]})
+
+    def failures(self) -> list[Row]:
+        """The failed checks."""
+        return [r for r in self.rows if r.status == FAILED]
+
+    def summary(self) -> str:
+        """One line: gate, model, status and the failed (or pending) checks."""
+        head = f"Gate {self.gate!r} {self.status.upper()} for {self.model_name} v{self.version}"
+        base = f" vs {self.baseline_alias}=v{self.baseline_version}" if self.baseline_version else ""
+        bad = [r for r in self.rows if r.status in (FAILED, PENDING)]
+        tail = "; ".join(f"{r.metric} {r.check}: {r.reason}" for r in bad[:5])
+        return f"{head}{base}" + (f": {tail}" if tail else "")
+
+    def table(self) -> str:
+        """The verdict as a fixed-width table for task logs and CI output."""
+        header = ("metric", "check", "candidate", "baseline", "observed", "threshold", "status", "reason")
+        lines = [
+            (r.metric, r.check, _fmt(r.candidate), _fmt(r.baseline), _fmt(r.observed), _fmt(r.threshold),
+             r.status.upper(), r.reason)
+            for r in self.rows
+        ]  # fmt: skip
+        widths = [
+            max(len(h), *(len(str(x[i])) for x in lines)) if lines else len(h) for i, h in enumerate(header)
+        ]
+        widths[-1] = len(header[-1])  # the reason is last and not padded
+
+        def line(cells: tuple[str, ...]) -> str:
+            return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+        base = (
+            f"{self.baseline_alias} = v{self.baseline_version}"
+            if self.baseline_version
+            else (f"no {self.baseline_alias} yet (first model)")
+        )
+        title = (
+            f"Gate {self.gate!r}: {self.model_name} v{self.version} vs {base}, evidence: {self.source}"
+            f" -> {self.status.upper()}"
+        )
+        rule = "-" * min(120, max(len(title), sum(widths) + 2 * (len(widths) - 1)))
+        return "\n".join([title, rule, line(header), rule, *(line(x) for x in lines), rule])
+
+
+def _fmt(x: float | None) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float) and math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    if float(x).is_integer() and abs(x) >= 1:
+        return str(int(x))
+    return f"{x:.4g}"
+
+
+def _check(ok: bool) -> str:
+    return PASSED if ok else FAILED
+
+
+def improvement(rule: Rule, candidate: float, baseline: float) -> tuple[float, float]:
+    """The change in the better direction, absolute and relative to ``|baseline|``.
+
+    With a zero baseline the relative change is +inf, 0 or -inf (any gain is infinitely large).
+    """
+    delta = candidate - baseline if rule.better_is_greater else baseline - candidate
+    if baseline != 0:
+        return delta, delta / abs(baseline)
+    return delta, math.inf if delta > 0 else (-math.inf if delta < 0 else 0.0)
+
+
+def _nan_check(value: float | None, where: str) -> None:
+    if value is not None and math.isnan(value):
+        raise MlopsInputError(
+            f"{where} is NaN: the metric is undefined for this model or data (e.g. a class never predicted). "
+            "Fix the data or the metric; a NaN can neither pass nor fail a gate."
+        )
+
+
+def evaluate_rule(
+    rule: Rule,
+    candidate: Evidence,
+    baseline: Evidence | None,
+    *,
+    live: bool,
+    baseline_label: str,
+) -> list[Row]:
+    """All rows of one rule.
+
+    :param rule: the rule.
+    :param candidate: the candidate's evidence.
+    :param baseline: the baseline's evidence, or None when there is no baseline.
+    :param live: whether evidence may still grow (too few samples: pending rather than failed).
+    :param baseline_label: how to name the baseline in reasons (e.g. ``champion v3``).
+    """
+    m = rule.metric
+    rows: list[Row] = []
+    value = candidate.values.get(m)
+    n = candidate.samples.get(m)
+    short = PENDING if live else FAILED
+    enough = True
+    if rule.min_samples is not None:
+        if n is None:
+            enough = False
+            rows.append(Row(m, "min_samples", value, None, None, rule.min_samples, short,
+                            "the source gives no sample count"))  # fmt: skip
+        else:
+            enough = n >= rule.min_samples
+            status = PASSED if enough else short
+            reason = f"{n} samples" + ("" if enough else f", fewer than {rule.min_samples}")
+            rows.append(Row(m, "min_samples", value, None, float(n), rule.min_samples, status, reason))
+    if value is not None and math.isnan(value) and live and not enough:
+        value = None  # a live gauge is NaN until it has data: that is "not yet", not bad input
+    _nan_check(value, f"The candidate's {m}")
+    if value is None:
+        note = candidate.notes.get(m, "no value")
+        rows.append(Row(m, "value", None, None, None, None, PENDING, f"no live value yet ({note})"))
+        return rows
+    if live and not enough:
+        # Values over too few samples are noise: neither a pass nor a final failure.
+        checks = [k for k in ("min", "max") if getattr(rule, k) is not None]
+        for k in checks:
+            rows.append(
+                Row(m, k, value, None, value, getattr(rule, k), PENDING, "waiting for enough samples")
+            )
+        if rule.has_change_rules:
+            rows.append(Row(m, "change", value, None, None, None, PENDING, "waiting for enough samples"))
+        return rows
+    if rule.min is not None:
+        ok = value >= rule.min
+        rows.append(Row(m, "min", value, None, value, rule.min, _check(ok),
+                        f"{_fmt(value)} {'>=' if ok else '<'} {_fmt(rule.min)}"))  # fmt: skip
+    if rule.max is not None:
+        ok = value <= rule.max
+        rows.append(Row(m, "max", value, None, value, rule.max, _check(ok),
+                        f"{_fmt(value)} {'<=' if ok else '>'} {_fmt(rule.max)}"))  # fmt: skip
+    if not rule.has_change_rules:
+        return rows
+    if baseline is None:
+        rows.append(Row(m, "change", value, None, None, None, SKIPPED,
+                        f"no baseline ({baseline_label}): change rules skipped, bounds still apply"))  # fmt: skip
+        return rows
+    base = baseline.values.get(m)
+    bn = baseline.samples.get(m)
+    if live and base is not None and math.isnan(base):
+        base = None
+    _nan_check(base, f"The baseline's ({baseline_label}) {m}")
+    if base is None or (live and rule.min_samples is not None and (bn or 0) < rule.min_samples):
+        why = (
+            f"baseline {baseline_label} has no live value yet"
+            if base is None
+            else (f"baseline {baseline_label} has {bn or 0} samples, fewer than {rule.min_samples}")
+        )
+        rows.append(Row(m, "change", value, base, None, None, PENDING, why))
+        return rows
+    delta, rel = improvement(rule, value, base)
+    word = "gain" if delta >= 0 else "regression"
+    direction = "higher" if rule.better_is_greater else "lower"
+    specs = (
+        ("min_change", rule.min_change, delta, True, f"{word} of {_fmt(abs(delta))} ({direction} is better)"),
+        (
+            "max_change",
+            rule.max_change,
+            delta,
+            False,
+            f"{word} of {_fmt(abs(delta))} ({direction} is better)",
+        ),
+        ("min_relative_change", rule.min_relative_change, rel, True, f"relative {word} of {abs(rel):.2%}"),
+        ("max_relative_change", rule.max_relative_change, rel, False, f"relative {word} of {abs(rel):.2%}"),
+    )
+    for check, threshold, observed, is_min, what in specs:
+        if threshold is None:
+            continue
+        ok = observed >= threshold - _EPS if is_min else observed <= threshold + _EPS
+        if ok:
+            reason = f"{what} vs {baseline_label} ({_fmt(base)})"
+        elif is_min:
+            allowed = (
+                f"at most {_fmt(-threshold)} regression allowed"
+                if threshold < 0
+                else f"needs {_fmt(threshold)}"
+            )
+            reason = f"{what} vs {baseline_label} ({_fmt(base)}); {allowed}"
+        else:
+            reason = (
+                f"{what} vs {baseline_label} ({_fmt(base)}) is suspiciously large (cap {_fmt(threshold)})"
+            )
+        rows.append(Row(m, check, value, base, observed, threshold, _check(ok), reason))
+    return rows
+
+
+def evaluate(
+    spec: GateSpec,
+    model_name: str,
+    version: str,
+    candidate: Evidence,
+    baseline: Evidence | None,
+    baseline_version: str | None,
+) -> Verdict:
+    """Apply every rule to the evidence and decide.
+
+    Failed if any check failed; otherwise pending if any check waits for evidence; otherwise passed.
+    """
+    label = f"{spec.baseline} v{baseline_version}" if baseline_version else f"{spec.baseline} (unset)"
+    rows: list[Row] = []
+    for rule in spec.rules:
+        rows.extend(evaluate_rule(rule, candidate, baseline, live=spec.source.live, baseline_label=label))
+    statuses = {r.status for r in rows}
+    status = FAILED if FAILED in statuses else PENDING if PENDING in statuses else PASSED
+    return Verdict(spec.name, model_name, str(version), spec.source.kind, spec.baseline, baseline_version,
+                   status, rows)  # fmt: skip
+
+
+def _version_ref(client: MlflowClient, model_name: str, version: str) -> VersionRef:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = client.get_model_version(model_name, str(version))
+    except MlflowException as e:
+        raise MlopsInputError(
+            f"Model version {model_name} v{version} does not exist: check the model name and version."
+        ) from e
+    return VersionRef(model_name, str(mv.version), mv.run_id or None)
+
+
+def run_gate(
+    spec: GateSpec | dict[str, Any] | str,
+    model_name: str,
+    version: str | int,
+    target: MlflowTarget,
+    *,
+    prometheus: PromClient | None = None,
+    frame_loader: FrameLoader | None = None,
+) -> Verdict:
+    """Collect evidence for the candidate and its baseline, and evaluate the gate. Changes nothing.
+
+    :param spec: the gate spec (or anything :func:`load_spec` takes).
+    :param model_name: registered model name.
+    :param version: candidate version.
+    :param target: the MLflow store.
+    :param prometheus: client for a ``prometheus`` source (default: the source's ``url``).
+    :param frame_loader: reads a ``holdout`` source's data (default: local file or ``dvc.api``).
+    :raises MlopsInputError: bad spec, unknown version, alias on a deleted version, missing metric, NaN.
+    """
+    spec = load_spec(spec)
+    version = str(version)
+    if not model_name or not version or version in ("None", ""):
+        raise MlopsInputError(f"Model name {model_name!r} and version {version!r} must both be given.")
+    with target.activate():
+        client = target.client()
+        cand_ref = _version_ref(client, model_name, version)
+        base_mv = registry.get_version_by_alias(client, model_name, spec.baseline)
+        base_ref = None
+        if base_mv is not None and str(base_mv.version) != cand_ref.version:
+            base_ref = VersionRef(model_name, str(base_mv.version), base_mv.run_id or None)
+        source = _make_source(spec, client, prometheus, frame_loader)
+        cand_ev = source.collect(cand_ref, spec.rules)
+        base_ev = source.collect(base_ref, spec.rules) if base_ref and _compares(spec) else None
+    verdict = evaluate(spec, model_name, version, cand_ev, base_ev, base_ref.version if base_ref else None)
+    if base_mv is not None and base_ref is None:
+        for row in verdict.rows:
+            if row.status == SKIPPED:
+                row.reason = f"the candidate is {spec.baseline} itself: change rules skipped"
+    return verdict
+
+
+def _compares(spec: GateSpec) -> bool:
+    return any(r.has_change_rules for r in spec.rules)
+
+
+def _make_source(
+    spec: GateSpec, client: MlflowClient, prometheus: PromClient | None, frame_loader: FrameLoader | None
+) -> Any:
+    src = spec.source
+    if src.kind == "mlflow":
+        return MlflowMetricsSource(client)
+    if src.kind == "holdout":
+        frame = (frame_loader or read_holdout)(src)
+        return HoldoutSource(client, frame, src.target)  # type: ignore[arg-type]
+    if src.kind == "prometheus":
+        if prometheus is None:
+            if not src.url:
+                raise MlopsInputError(
+                    "A prometheus source needs a server: set the source's 'url', a Prometheus connection, "
+                    "or --prometheus-url."
+                )
+            prometheus = PromClient(src.url, timeout=src.timeout)
+        return PrometheusSource(prometheus, src.samples_query)
+    return MetricsUrlSource(src.url, src.timeout, src.samples_query)  # type: ignore[arg-type]
+
+
+def verdict_tags(verdict: Verdict) -> dict[str, str]:
+    """The tags recording a verdict: ``mlops.gate.<name>`` = status, ``.details`` = JSON of the rows."""
+    data = verdict.to_dict()
+    details: dict[str, Any] = {
+        "status": verdict.status,
+        "source": verdict.source,
+        "baseline": {"alias": verdict.baseline_alias, "version": verdict.baseline_version},
+        "rows": data["rows"],
+    }
+    text = json.dumps(details, sort_keys=True)
+    if len(text) > _TAG_LIMIT:
+        # Drop the prose first: the numbers are what a later audit needs.
+        details["rows"] = [{k: v for k, v in r.items() if k != "reason"} for r in data["rows"]]
+        text = json.dumps(details, sort_keys=True)[:_TAG_LIMIT]
+    return {f"{TAG_PREFIX}{verdict.gate}": verdict.status, f"{TAG_PREFIX}{verdict.gate}.details": text}
+
+
+def record_verdict(target: MlflowTarget, verdict: Verdict, promote_alias: str | None = None) -> None:
+    """Tag a decided verdict on the candidate version and, if it passed, set ``promote_alias`` on it.
+
+    :param target: the MLflow store.
+    :param verdict: a passed or failed verdict.
+    :param promote_alias: alias to point at the candidate on pass (e.g. ``challenger``).
+    :raises ValueError: the verdict is still pending (nothing is recorded before a complete verdict).
+    """
+    if not verdict.decided:
+        raise ValueError(
+            f"Verdict of gate {verdict.gate!r} is {verdict.status}: only decided verdicts are recorded."
+        )
+    with target.activate():
+        client = target.client()
+        registry.tag_version(client, verdict.model_name, verdict.version, verdict_tags(verdict))
+        if verdict.passed and promote_alias:
+            client.set_registered_model_alias(verdict.model_name, promote_alias, verdict.version)

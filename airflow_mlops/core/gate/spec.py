@@ -1,0 +1,404 @@
+"""The gate spec: per-metric rules (bounds, change against a baseline, direction, samples) and where
+the evidence comes from; declared in Python or loaded from YAML/JSON, and checked for contradictions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from airflow_mlops.core.errors import MlopsInputError
+from airflow_mlops.core.metrics import CLASSIFICATION_METRICS, LOWER_IS_BETTER, REGRESSION_METRICS
+from airflow_mlops.core.metrics import greater_is_better as default_direction
+from airflow_mlops.core.registry import CHAMPION
+
+SOURCES = ("mlflow", "holdout", "prometheus", "metrics_url")
+# Sources whose evidence grows while the sensor waits (a canary's live metrics).
+LIVE_SOURCES = frozenset({"prometheus", "metrics_url"})
+SCORED_METRICS = frozenset(CLASSIFICATION_METRICS + REGRESSION_METRICS)
+KNOWN_METRICS = SCORED_METRICS | LOWER_IS_BETTER
+# Metrics that live in [0, 1]: a bound outside it can never be met.
+UNIT_INTERVAL = frozenset({"accuracy", "precision", "recall", "f1", "roc_auc"})
+# Live gauges the gateway exports per model version (see the gateway contract).
+GATEWAY_LIVE_METRICS = frozenset({"accuracy", "precision", "recall", "f1"})
+DEFAULT_VALUE_QUERY = 'mlops_gateway_live_{metric}{model="{model}",version="{version}"}'
+DEFAULT_SAMPLES_QUERY = 'mlops_gateway_live_samples{model="{model}",version="{version}"}'
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def _number(where: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise MlopsInputError(f"{where} = {value!r} is not a number: give a number such as 0.9.")
+    if math.isnan(value) or math.isinf(value):
+        raise MlopsInputError(f"{where} = {value} is not a finite number: give a finite number or omit it.")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The conditions one metric must meet.
+
+    Changes are measured in the metric's better direction (``improvement = candidate - baseline`` when
+    greater is better, ``baseline - candidate`` otherwise), so a negative minimum is a tolerated regression.
+
+    :param metric: metric name (``f1``, ``rmse``, ``latency_p95``, or a custom name with ``greater_is_better``).
+    :param min: the value must be at least this.
+    :param max: the value must be at most this.
+    :param min_change: the improvement over the baseline must be at least this (e.g. -0.01: F1 may drop 0.01).
+    :param min_relative_change: the improvement divided by ``|baseline|`` must be at least this.
+    :param max_change: the improvement must be at most this: a suspiciously large gain fails (data leak?).
+    :param max_relative_change: the relative improvement must be at most this.
+    :param greater_is_better: direction; defaults to the known direction of the metric.
+    :param min_samples: evidence needs at least this many samples (live labelled requests, or holdout rows).
+    :param query: ``prometheus``: PromQL template of the value (``{model}``, ``{version}``, ``{metric}``);
+        ``metrics_url``: the metric family name on the page.
+    :param samples_query: as ``query``, for the sample count.
+    """
+
+    metric: str
+    min: float | None = None
+    max: float | None = None
+    min_change: float | None = None
+    min_relative_change: float | None = None
+    max_change: float | None = None
+    max_relative_change: float | None = None
+    greater_is_better: bool | None = None
+    min_samples: int | None = None
+    query: str | None = None
+    samples_query: str | None = None
+
+    @property
+    def better_is_greater(self) -> bool:
+        """The direction in effect: explicit, or the metric's default."""
+        return (
+            self.greater_is_better if self.greater_is_better is not None else default_direction(self.metric)
+        )
+
+    @property
+    def has_change_rules(self) -> bool:
+        """Whether the rule compares against a baseline."""
+        return any(
+            v is not None
+            for v in (self.min_change, self.min_relative_change, self.max_change, self.max_relative_change)
+        )
+
+    @classmethod
+    def from_dict(cls, raw: Any, where: str = "rule") -> Rule:
+        """Build and validate a rule from a mapping."""
+        if not isinstance(raw, dict):
+            raise MlopsInputError(f"{where} is {raw!r}: each rule must be a mapping with a 'metric' key.")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise MlopsInputError(f"{where} has unknown keys {unknown}: use only {sorted(known)}.")
+        metric = raw.get("metric")
+        if not isinstance(metric, str) or not metric.strip():
+            raise MlopsInputError(f"{where} has no 'metric': name the metric, e.g. metric: f1.")
+        where = f"rule {metric!r}"
+        gib = raw.get("greater_is_better")
+        if gib is not None and not isinstance(gib, bool):
+            raise MlopsInputError(f"{where}: greater_is_better = {gib!r} must be true or false.")
+        min_samples = raw.get("min_samples")
+        if min_samples is not None and (
+            isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 1
+        ):
+            raise MlopsInputError(f"{where}: min_samples = {min_samples!r} must be a positive whole number.")
+        for key in ("query", "samples_query"):
+            if raw.get(key) is not None and not (isinstance(raw[key], str) and raw[key].strip()):
+                raise MlopsInputError(f"{where}: {key} = {raw[key]!r} must be a non-empty string.")
+        nums = {
+            k: _number(f"{where}: {k}", raw.get(k))
+            for k in ("min", "max", "min_change", "min_relative_change", "max_change", "max_relative_change")
+        }
+        rule = cls(
+            metric=metric.strip(),
+            greater_is_better=gib,
+            min_samples=min_samples,
+            query=raw.get("query"),
+            samples_query=raw.get("samples_query"),
+            **nums,
+        )
+        rule.check()
+        return rule
+
+    def check(self) -> None:
+        """Reject rules that check nothing, name an unknown metric, or can never pass."""
+        where = f"rule {self.metric!r}"
+        if self.metric.lower() not in KNOWN_METRICS and not self.metric.lower().startswith("latency"):
+            if self.greater_is_better is None:
+                raise MlopsInputError(
+                    f"{where}: unknown metric {self.metric!r}. Use one of {sorted(KNOWN_METRICS)}, or set "
+                    "greater_is_better for a custom metric."
+                )
+        checks = (self.min, self.max, self.min_samples)
+        if all(v is None for v in checks) and not self.has_change_rules:
+            raise MlopsInputError(
+                f"{where} checks nothing: set min, max, min_change, min_relative_change, max_change, "
+                "max_relative_change or min_samples."
+            )
+        pairs = (
+            ("min", self.min, "max", self.max),
+            ("min_change", self.min_change, "max_change", self.max_change),
+            (
+                "min_relative_change",
+                self.min_relative_change,
+                "max_relative_change",
+                self.max_relative_change,
+            ),
+        )
+        for lo_name, lo, hi_name, hi in pairs:
+            if lo is not None and hi is not None and lo > hi:
+                raise MlopsInputError(
+                    f"{where}: {lo_name} = {lo} is above {hi_name} = {hi}, so no model can pass: "
+                    f"lower {lo_name} or raise {hi_name}."
+                )
+        if self.metric.lower() in UNIT_INTERVAL:
+            if self.min is not None and self.min > 1:
+                raise MlopsInputError(
+                    f"{where}: min = {self.min} but {self.metric} is at most 1: give a bound within [0, 1]."
+                )
+            if self.max is not None and self.max < 0:
+                raise MlopsInputError(
+                    f"{where}: max = {self.max} but {self.metric} is at least 0: give a bound within [0, 1]."
+                )
+        if self.min_relative_change is not None and self.min_relative_change <= -1 and self.has_change_rules:
+            # A relative change of -100% or less tolerates anything: almost surely a percent typo.
+            raise MlopsInputError(
+                f"{where}: min_relative_change = {self.min_relative_change} tolerates any regression; "
+                "relative changes are fractions (-0.05 means a 5% drop is tolerated)."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The rule as a mapping without unset keys."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Where the evidence comes from.
+
+    :param kind: ``mlflow`` (metrics logged on each version's run), ``holdout`` (both models re-scored on
+        the same data), ``prometheus`` (PromQL over live canary metrics) or ``metrics_url`` (a gateway's
+        ``/metrics`` page read directly).
+    :param path: ``holdout``: a CSV/Parquet file or folder; with ``rev``, a path inside the DVC repo.
+    :param rev: ``holdout``: a DVC/git revision of ``path`` (read through DVC).
+    :param repo: ``holdout``: the DVC repo (URL or folder) when not given by an Airflow connection.
+    :param target: ``holdout``: the label column.
+    :param url: ``prometheus``: the server's base URL (when not given by a connection); ``metrics_url``:
+        the page's URL.
+    :param samples_query: the default sample-count query of ``prometheus`` rules (or family name of
+        ``metrics_url`` rules).
+    :param timeout: seconds to wait for a live source.
+    """
+
+    kind: str = "mlflow"
+    path: str | None = None
+    rev: str | None = None
+    repo: str | None = None
+    target: str | None = None
+    url: str | None = None
+    samples_query: str | None = None
+    timeout: float = 10.0
+
+    @property
+    def live(self) -> bool:
+        """Whether evidence grows over time (then too few samples means wait, not fail)."""
+        return self.kind in LIVE_SOURCES
+
+    @property
+    def dvc(self) -> bool:
+        """Whether the holdout data is read through DVC."""
+        return self.kind == "holdout" and (self.rev is not None or self.repo is not None)
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> SourceSpec:
+        """Build and validate a source from a mapping (or a bare kind name)."""
+        if raw is None:
+            return cls()
+        if isinstance(raw, str):
+            raw = {"kind": raw}
+        if not isinstance(raw, dict):
+            raise MlopsInputError(f"source = {raw!r} must be a mapping such as {{kind: mlflow}}.")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise MlopsInputError(f"source has unknown keys {unknown}: use only {sorted(known)}.")
+        kind = raw.get("kind", "mlflow")
+        if kind not in SOURCES:
+            raise MlopsInputError(f"source kind {kind!r} is unknown: use one of {list(SOURCES)}.")
+        for key in ("path", "rev", "repo", "target", "url", "samples_query"):
+            if raw.get(key) is not None and not isinstance(raw[key], str):
+                raise MlopsInputError(f"source {key} = {raw[key]!r} must be a string.")
+        timeout = _number("source timeout", raw.get("timeout", 10.0))
+        if timeout is None or timeout <= 0:
+            raise MlopsInputError("source timeout must be a positive number of seconds.")
+        src = cls(**{**raw, "kind": kind, "timeout": timeout})
+        if kind == "holdout":
+            if not src.path or not src.target:
+                raise MlopsInputError(
+                    "A holdout source needs 'path' (a file, or a DVC path with 'rev') and 'target' (the "
+                    "label column)."
+                )
+        if kind == "metrics_url" and not (src.url or "").startswith(("http://", "https://")):
+            raise MlopsInputError(
+                f"A metrics_url source needs 'url', the http(s) URL of a /metrics page (got {src.url!r})."
+            )
+        return src
+
+    def to_dict(self) -> dict[str, Any]:
+        """The source as a mapping without unset keys."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    """A named gate: rules, the evidence source, the baseline alias and an optional alias to set on pass.
+
+    :param name: the gate's name; the verdict is tagged as ``mlops.gate.<name>`` on the model version.
+    :param rules: one rule per metric.
+    :param source: where the evidence comes from.
+    :param baseline: alias of the baseline model version (``champion`` by default).
+    :param promote_alias: alias set on the candidate when it passes (e.g. ``challenger``).
+    """
+
+    name: str
+    rules: tuple[Rule, ...]
+    source: SourceSpec = field(default_factory=SourceSpec)
+    baseline: str = CHAMPION
+    promote_alias: str | None = None
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Validate the spec as a whole (rules against the source, names)."""
+        if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
+            raise MlopsInputError(
+                f"Gate name {self.name!r} must be letters, digits, '.', '_' or '-' (it becomes a tag key)."
+            )
+        if not self.rules:
+            raise MlopsInputError(
+                f"Gate {self.name!r} has no rules: add at least one, e.g. {{metric: f1, min: 0.9}}."
+            )
+        seen: set[str] = set()
+        for rule in self.rules:
+            if rule.metric in seen:
+                raise MlopsInputError(
+                    f"Gate {self.name!r} has two rules for {rule.metric!r}: merge them into one."
+                )
+            seen.add(rule.metric)
+        for alias in (self.baseline, self.promote_alias):
+            if alias is not None and (not isinstance(alias, str) or not _NAME_RE.match(alias)):
+                raise MlopsInputError(f"Alias {alias!r} must be letters, digits, '.', '_' or '-'.")
+        if self.promote_alias is not None and self.promote_alias == self.baseline:
+            raise MlopsInputError(
+                f"promote_alias {self.promote_alias!r} is the baseline alias: the gate must not move the "
+                "baseline; promote with DeployOperator, or use another alias such as 'challenger'."
+            )
+        kind = self.source.kind
+        for rule in self.rules:
+            if kind == "holdout" and rule.metric not in SCORED_METRICS:
+                raise MlopsInputError(
+                    f"Metric {rule.metric!r} cannot be computed on a holdout: use one of {sorted(SCORED_METRICS)}."
+                )
+            if kind == "metrics_url" and rule.query is None and rule.metric not in GATEWAY_LIVE_METRICS:
+                raise MlopsInputError(
+                    f"The gateway exports no live {rule.metric!r}: use one of {sorted(GATEWAY_LIVE_METRICS)}, "
+                    "or name the metric family in 'query'."
+                )
+            if kind == "prometheus" and rule.query is None and rule.metric not in GATEWAY_LIVE_METRICS:
+                raise MlopsInputError(
+                    f"Rule {rule.metric!r} needs a PromQL 'query' (the gateway exports live "
+                    f"{sorted(GATEWAY_LIVE_METRICS)} only)."
+                )
+            if kind in ("mlflow", "holdout") and (rule.query or rule.samples_query):
+                raise MlopsInputError(
+                    f"Rule {rule.metric!r} has a query, but the {kind!r} source does not use queries: "
+                    "remove it or use a prometheus source."
+                )
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> GateSpec:
+        """Build and validate a spec from a mapping (as loaded from YAML or JSON)."""
+        if not isinstance(raw, dict):
+            raise MlopsInputError(
+                f"The gate spec must be a mapping with 'name' and 'rules' (got {type(raw).__name__})."
+            )
+        known = {"name", "rules", "source", "baseline", "promote_alias"}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise MlopsInputError(f"The gate spec has unknown keys {unknown}: use only {sorted(known)}.")
+        rules = raw.get("rules")
+        if isinstance(rules, dict):
+            # {f1: {min: 0.9}} is accepted as a shorter form of [{metric: f1, min: 0.9}].
+            rules = [
+                {"metric": k, **(v or {})} if isinstance(v, dict | None) else v for k, v in rules.items()
+            ]
+        if not isinstance(rules, list):
+            raise MlopsInputError(
+                "The gate spec's 'rules' must be a list of rules (or a mapping metric -> rule)."
+            )
+        return cls(
+            name=raw.get("name", "default"),
+            rules=tuple(Rule.from_dict(r, f"rule #{i + 1}") for i, r in enumerate(rules)),
+            source=SourceSpec.from_dict(raw.get("source")),
+            baseline=raw.get("baseline", CHAMPION),
+            promote_alias=raw.get("promote_alias"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able mapping that :meth:`from_dict` turns back into an equal spec."""
+        out: dict[str, Any] = {
+            "name": self.name,
+            "rules": [r.to_dict() for r in self.rules],
+            "source": self.source.to_dict(),
+            "baseline": self.baseline,
+        }
+        if self.promote_alias is not None:
+            out["promote_alias"] = self.promote_alias
+        return out
+
+
+def load_spec(spec: GateSpec | dict[str, Any] | str | os.PathLike[str]) -> GateSpec:
+    """Accept a GateSpec, a mapping, a path to a YAML/JSON file, or YAML/JSON text.
+
+    :param spec: the gate spec in any of those forms.
+    :raises MlopsInputError: the spec cannot be read or is invalid.
+    """
+    if isinstance(spec, GateSpec):
+        return spec
+    if isinstance(spec, dict):
+        return GateSpec.from_dict(spec)
+    if isinstance(spec, os.PathLike) or (
+        isinstance(spec, str) and "\n" not in spec and _looks_like_path(spec)
+    ):
+        path = Path(spec)
+        if not path.is_file():
+            raise MlopsInputError(f"Gate spec file {path} does not exist: check the path.")
+        return GateSpec.from_dict(_parse(path.read_text(), str(path)))
+    if isinstance(spec, str):
+        return GateSpec.from_dict(_parse(spec, "the gate spec text"))
+    raise MlopsInputError(
+        f"A gate spec of type {type(spec).__name__} is not understood: give a dict or a file."
+    )
+
+
+def _looks_like_path(text: str) -> bool:
+    return text.strip().lower().endswith((".yaml", ".yml", ".json"))
+
+
+def _parse(text: str, where: str) -> Any:
+    import yaml
+
+    try:
+        # JSON is YAML, but json.loads gives better errors for JSON files.
+        return json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as e:
+        raise MlopsInputError(f"Cannot parse {where}: {e}. Fix the YAML/JSON syntax.") from None
