@@ -1,0 +1,513 @@
+"""The model gateway: a Starlette app serving registered models with routing, feedback and metrics.
+
+Endpoints: ``POST /predict``, ``POST /feedback``, ``GET /health``, ``GET /ready``, ``GET /metrics``,
+``GET|PUT /admin/deployment`` (bearer token). The serving state is one immutable
+:class:`Deployment`; a change builds a new one (models loaded first) and swaps the reference, so
+every request sees either the old or the new deployment whole, and none fails during a swap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route as HttpRoute
+
+from airflow_mlops.core.errors import MlopsInputError, MlopsServiceError
+from airflow_mlops.serving.config import DeploymentConfig
+from airflow_mlops.serving.live_metrics import LiveMetrics
+from airflow_mlops.serving.prediction_log import PredictionLogWriter
+from airflow_mlops.serving.routing import BanditStats, Router
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from airflow_mlops.serving.models import Batch, LoadedModel
+
+try:  # orjson parses and writes JSON several times faster; the stdlib is the fallback
+    import orjson
+
+    def _loads(raw: bytes) -> Any:
+        return orjson.loads(raw)
+
+    def _dumps(obj: Any) -> bytes:
+        return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    _JSONError: type[Exception] = orjson.JSONDecodeError
+except ImportError:  # pragma: no cover - orjson ships with MLflow's dependencies here
+    import json
+
+    def _loads(raw: bytes) -> Any:
+        return json.loads(raw)
+
+    def _dumps(obj: Any) -> bytes:
+        return json.dumps(obj, default=lambda o: o.tolist()).encode()
+
+    _JSONError = ValueError
+
+log = logging.getLogger("airflow_mlops.serving")
+ADMIN_TOKEN_ENV = "MLOPS_GATEWAY_ADMIN_TOKEN"
+
+
+@dataclass
+class GatewaySettings:
+    """How a gateway runs.
+
+    :param admin_token: bearer token of the admin API (None: every admin call is refused).
+    :param log_dir: prediction-log root (None: no log).
+    :param max_body_bytes: largest request body accepted (413 above).
+    :param max_rows: most rows in one predict request (413 above).
+    :param feedback_capacity: recent requests kept for joining feedback (oldest forgotten first).
+    :param window: labelled predictions per version in the live-metric window.
+    :param shadow_queue: shadow copies waiting at most (more are dropped and counted).
+    :param log_flush_seconds: how often the prediction log writes a file.
+    """
+
+    admin_token: str | None = field(default=None, repr=False)
+    log_dir: str | None = None
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_rows: int = 10_000
+    feedback_capacity: int = 200_000
+    window: int = 1000
+    shadow_queue: int = 10_000
+    log_flush_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What serves right now: the config (versions resolved), its router and the loaded models."""
+
+    config: DeploymentConfig
+    router: Router
+    models: dict[str, LoadedModel]
+
+
+class HttpError(Exception):
+    """An error answer: status code and a message naming the problem and the fix."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+class _Pending:
+    """A served request kept until its feedback arrives."""
+
+    __slots__ = ("model", "predictions", "done")
+
+    def __init__(self, model: LoadedModel, predictions: np.ndarray) -> None:
+        self.model = model
+        self.predictions = predictions
+        self.done = False
+
+
+class ShadowWorker:
+    """Scores shadow copies in a thread, batching what queued up into one predict per version.
+
+    Batching keeps the cost of shadow mode low: under load, many copies are scored by one call.
+    """
+
+    def __init__(self, metrics: LiveMetrics, maxsize: int) -> None:
+        self.metrics = metrics
+        self.queue: queue.Queue[tuple[LoadedModel, list[dict[str, Any]], np.ndarray] | None] = queue.Queue(
+            maxsize
+        )
+        self.processed = 0
+        self._thread = threading.Thread(target=self._run, name="shadow", daemon=True)
+        self._thread.start()
+
+    def submit(self, model: LoadedModel, records: list[dict[str, Any]], champion_preds: np.ndarray) -> None:
+        """Queue a copy for ``model``; drop it (counted) when the queue is full."""
+        try:
+            self.queue.put_nowait((model, records, champion_preds))
+        except queue.Full:
+            self.metrics.shadow_dropped.labels(model.name, model.version).inc()
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            items = [item]
+            while len(items) < 512:
+                try:
+                    nxt = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._score(items)
+                    return
+                items.append(nxt)
+            self._score(items)
+
+    def _score(self, items: list[tuple[LoadedModel, list[dict[str, Any]], np.ndarray]]) -> None:
+        import numpy as np
+
+        by_model: dict[int, list[tuple[LoadedModel, list[dict[str, Any]], np.ndarray]]] = {}
+        for it in items:
+            by_model.setdefault(id(it[0]), []).append(it)
+        for group in by_model.values():
+            model = group[0][0]
+            try:
+                records = [r for _, recs, _ in group for r in recs]
+                preds, _ = model.predict(model.batch(records).X)
+                start = 0
+                agree = 0
+                for _, recs, champ in group:
+                    part = preds[start : start + len(recs)]
+                    start += len(recs)
+                    agree += bool(np.array_equal(part, champ))
+            except MlopsInputError:
+                agree = 0  # the shadow's signature rejects some of these inputs: count them as disagreement
+            except Exception:  # noqa: BLE001 - a broken shadow must never hurt the champion's traffic
+                log.exception("Shadow version %s/%s failed to predict", model.name, model.version)
+                agree = 0
+            self.metrics.shadow_requests.labels(model.name, model.version).inc(len(group))
+            if agree:
+                self.metrics.shadow_agreement.labels(model.name, model.version).inc(agree)
+            self.processed += len(group)
+
+    def close(self) -> None:
+        """Score what is queued, then stop."""
+        self.queue.put(None)
+        self._thread.join(timeout=30)
+
+
+class Gateway:
+    """The gateway's state: the current deployment, feedback joins, metrics, log and shadow worker.
+
+    :param settings: runtime settings.
+    :param load_model: ``(name, version) -> LoadedModel``.
+    :param resolve: ``(name, version_or_alias) -> version number``.
+    """
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        load_model: Callable[[str, str], LoadedModel],
+        resolve: Callable[[str, str], str],
+    ) -> None:
+        self.settings = settings
+        self.load_model = load_model
+        self.resolve = resolve
+        self.metrics = LiveMetrics(settings.window)
+        self.bandit = BanditStats()
+        self.deployment: Deployment | None = None
+        self.status = "empty"
+        self.load_error: str | None = None
+        self.pending: dict[str, _Pending] = {}
+        self.writer: PredictionLogWriter | None = None
+        self.shadow: ShadowWorker | None = None
+        self._swap_lock = asyncio.Lock()
+
+    # --- deployment changes -------------------------------------------------------------------
+    def build(self, config: DeploymentConfig) -> Deployment:
+        """Resolve aliases and load every routed version (reusing loaded ones); nothing is swapped yet.
+
+        :raises MlopsInputError: a version or alias does not exist or cannot be served.
+        """
+        resolved = {v: self.resolve(config.model_name, v) for v in config.versions}
+        config = config.with_versions(resolved)
+        current = self.deployment
+        models: dict[str, LoadedModel] = {}
+        for v in config.versions:
+            if current is not None and current.config.model_name == config.model_name and v in current.models:
+                models[v] = current.models[v]
+            else:
+                models[v] = self.load_model(config.model_name, v)
+        return Deployment(config, Router(config, self.bandit), models)
+
+    def swap(self, new: Deployment) -> None:
+        """Make ``new`` the serving deployment (one reference assignment) and update the gauges."""
+        old = self.deployment
+        self.deployment = new
+        self.status = "ready"
+        self.load_error = None
+        cfg = new.config
+        previous = old.config.versions if old is not None and old.config.model_name == cfg.model_name else []
+        self.metrics.set_routes(cfg.model_name, new.router.weights(), cfg.champion, previous)
+        self.bandit.keep_only(cfg.versions)
+        log.info(
+            "Deployment of %s: strategy %s, routes %s, champion %s",
+            cfg.model_name,
+            cfg.strategy,
+            [(r.version, r.weight) for r in cfg.routes],
+            cfg.champion,
+        )
+
+    async def apply(self, config: DeploymentConfig) -> Deployment:
+        """Load the models of ``config`` off the event loop, then swap; one change at a time."""
+        async with self._swap_lock:
+            new = await asyncio.to_thread(self.build, config)
+            self.swap(new)
+            return new
+
+    # --- request handling ------------------------------------------------------------------------
+    def remember(self, request_id: str, model: LoadedModel, predictions: np.ndarray) -> None:
+        """Keep a served request for its feedback, forgetting the oldest beyond the capacity."""
+        pending = self.pending
+        pending[request_id] = _Pending(model, predictions)
+        if len(pending) > self.settings.feedback_capacity:
+            del pending[next(iter(pending))]
+
+
+def _authorize(request: Request, token: str | None) -> None:
+    if not token:
+        raise HttpError(401, f"The admin API is disabled: start the gateway with {ADMIN_TOKEN_ENV} set.")
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise HttpError(401, "Missing or wrong admin token: send 'Authorization: Bearer <token>'.")
+
+
+async def _read_json(request: Request, limit: int) -> Any:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise HttpError(413, f"The request body has {length} bytes, over the limit of {limit}: send less.")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HttpError(413, f"The request body is over the limit of {limit} bytes: send less.")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    try:
+        return _loads(raw)
+    except _JSONError as e:
+        raise HttpError(400, f"The request body is not valid JSON ({e}): send a JSON object.") from None
+
+
+def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(_dumps(obj), status_code=status, media_type="application/json", headers=headers)
+
+
+def _error(e: HttpError) -> Response:
+    headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
+    return _json({"detail": e.detail}, e.status, headers)
+
+
+def create_app(
+    settings: GatewaySettings,
+    *,
+    config: DeploymentConfig | None = None,
+    load_model: Callable[[str, str], LoadedModel],
+    resolve: Callable[[str, str], str],
+) -> Starlette:
+    """Build the gateway app.
+
+    :param settings: runtime settings.
+    :param config: the deployment loaded at startup (in the background; ``/ready`` says when).
+    :param load_model: ``(name, version) -> LoadedModel`` (e.g. :meth:`ModelLoader.load`).
+    :param resolve: ``(name, version_or_alias) -> version number`` (e.g. :meth:`ModelLoader.resolve`).
+    """
+    gw = Gateway(settings, load_model, resolve)
+    metrics = gw.metrics
+
+    async def _initial_load() -> None:
+        assert config is not None
+        gw.status = "loading"
+        try:
+            await gw.apply(config)
+        except Exception as e:  # noqa: BLE001 - reported on /ready; an admin PUT can fix it
+            gw.status, gw.load_error = "error", str(e)
+            log.error("Loading the startup deployment failed: %s", e)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        gw.shadow = ShadowWorker(metrics, settings.shadow_queue)
+        if settings.log_dir:
+            gw.writer = PredictionLogWriter(
+                settings.log_dir,
+                flush_seconds=settings.log_flush_seconds,
+                on_drop=lambda model, n: metrics.log_dropped.labels(model).inc(n),
+            )
+        task = asyncio.create_task(_initial_load()) if config is not None else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+            gw.shadow.close()
+            if gw.writer is not None:
+                gw.writer.close()
+
+    async def predict(request: Request) -> Response:
+        start = time.perf_counter()
+        dep = gw.deployment
+        model_name = dep.config.model_name if dep is not None else "none"
+        version = "none"
+        try:
+            body = await _read_json(request, settings.max_body_bytes)
+            if dep is None:
+                raise HttpError(503, "No model is deployed yet: wait for /ready or PUT /admin/deployment.")
+            if type(body) is not dict or "inputs" not in body:
+                raise HttpError(422, 'The body must be {"inputs": {...}} or {"inputs": [{...}, ...]}.')
+            inputs = body["inputs"]
+            records = [inputs] if type(inputs) is dict else inputs
+            if type(records) is not list or not records:
+                raise HttpError(
+                    422, '"inputs" must be one record (an object) or a non-empty list of records.'
+                )
+            if len(records) > settings.max_rows:
+                raise HttpError(
+                    413,
+                    f"The request has {len(records)} rows, over the limit of {settings.max_rows}: split it.",
+                )
+            key = body.get("key")
+            sticky = dep.config.sticky_key
+            if key is None and sticky is not None and type(records[0]) is dict:
+                key = records[0].get(sticky)
+            version = dep.router.choose(None if key is None else str(key))
+            model = dep.models[version]
+            try:
+                batch: Batch = model.batch(records)
+            except MlopsInputError as e:
+                raise HttpError(422, str(e)) from None
+            preds, proba = model.predict(batch.X)
+        except HttpError as e:
+            metrics.requests.labels(model_name, version, str(e.status)).inc()
+            return _error(e)
+        request_id = uuid.uuid4().hex
+        gw.remember(request_id, model, preds)
+        if gw.writer is not None:
+            gw.writer.add(model_name, version, request_id, batch.columns, preds, batch.n_rows)
+        for shadow_version in dep.router.shadow_versions:
+            gw.shadow.submit(dep.models[shadow_version], records, preds)  # type: ignore[union-attr]
+        answer: dict[str, Any] = {
+            "request_id": request_id,
+            "model_name": model_name,
+            "model_version": version,
+            "predictions": preds,
+        }
+        if proba is not None:
+            answer["probabilities"] = proba
+        response = _json(answer)
+        metrics.requests.labels(model_name, version, "200").inc()
+        metrics.predictions.labels(model_name, version).inc(batch.n_rows)
+        metrics.latency.labels(model_name, version).observe(time.perf_counter() - start)
+        return response
+
+    async def feedback(request: Request) -> Response:
+        try:
+            body = await _read_json(request, settings.max_body_bytes)
+            if type(body) is not dict or not isinstance(body.get("request_id"), str):
+                raise HttpError(
+                    422,
+                    'The body must be {"request_id": "...", "label": ...} or {"request_id": ..., "labels": [...]}.',
+                )
+            rid = body["request_id"]
+            entry = gw.pending.get(rid)
+            if entry is None:
+                raise HttpError(
+                    404,
+                    f"Unknown request_id {rid!r}: it was never served here or is older than the last "
+                    f"{settings.feedback_capacity} requests kept for feedback.",
+                )
+            if "labels" in body:
+                labels = body["labels"]
+                if not isinstance(labels, list):
+                    raise HttpError(422, '"labels" must be a list with one true label per predicted row.')
+            elif "label" in body:
+                labels = [body["label"]]
+            else:
+                raise HttpError(
+                    422, 'Give the true value as "label" (one row) or "labels" (a list, one per row).'
+                )
+            n = len(entry.predictions)
+            if len(labels) != n:
+                raise HttpError(
+                    422,
+                    f"Request {rid} predicted {n} rows but {len(labels)} labels were sent: send one per row.",
+                )
+            if entry.done:
+                raise HttpError(409, f"Feedback for request {rid} was already recorded: send it once.")
+            model = entry.model
+            try:
+                y_true = model.coerce_labels(labels)
+            except MlopsInputError as e:
+                raise HttpError(422, str(e)) from None
+        except HttpError as e:
+            return _error(e)
+        entry.done = True
+        y_pred = entry.predictions.tolist()
+        metrics.observe_feedback(model.name, model.version, y_true, y_pred, model.class_labels)
+        correct = sum(1 for t, p in zip(y_true, y_pred, strict=True) if t == p)
+        if model.class_labels is not None:
+            gw.bandit.reward(model.version, correct, n - correct)
+        return _json({"request_id": rid, "model_version": model.version, "accepted": n, "correct": correct})
+
+    async def health(request: Request) -> Response:
+        return _json({"status": "ok"})
+
+    async def ready(request: Request) -> Response:
+        dep = gw.deployment
+        if dep is None:
+            detail = gw.load_error or {"empty": "no deployment configured", "loading": "loading models"}.get(
+                gw.status, gw.status
+            )
+            return _json({"status": gw.status, "detail": detail}, 503)
+        cfg = dep.config
+        return _json(
+            {
+                "status": "ready",
+                "model_name": cfg.model_name,
+                "strategy": cfg.strategy,
+                "versions": cfg.versions,
+                "champion": cfg.champion,
+            }
+        )
+
+    async def prometheus(request: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def deployment(request: Request) -> Response:
+        try:
+            _authorize(request, settings.admin_token)
+            if request.method == "GET":
+                if gw.deployment is None:
+                    raise HttpError(404, "No deployment is loaded: PUT /admin/deployment to set one.")
+                return _json(gw.deployment.config.to_dict())
+            body = await _read_json(request, settings.max_body_bytes)
+            try:
+                cfg = DeploymentConfig.parse(body)
+                new = await gw.apply(cfg)
+            except MlopsInputError as e:
+                raise HttpError(422, f"{e} The deployment was not changed.") from None
+            except MlopsServiceError as e:
+                raise HttpError(503, f"{e} The deployment was not changed.") from None
+            except Exception as e:  # noqa: BLE001 - e.g. a model that fails to unpickle
+                log.exception("Loading deployment of %s failed", cfg.model_name)
+                raise HttpError(
+                    500, f"Loading the models failed: {e}. The deployment was not changed."
+                ) from None
+            return _json(new.config.to_dict())
+        except HttpError as e:
+            return _error(e)
+
+    app = Starlette(
+        routes=[
+            HttpRoute("/predict", predict, methods=["POST"]),
+            HttpRoute("/feedback", feedback, methods=["POST"]),
+            HttpRoute("/health", health, methods=["GET"]),
+            HttpRoute("/ready", ready, methods=["GET"]),
+            HttpRoute("/metrics", prometheus, methods=["GET"]),
+            HttpRoute("/admin/deployment", deployment, methods=["GET", "PUT"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.gateway = gw
+    return app

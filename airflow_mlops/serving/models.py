@@ -1,0 +1,301 @@
+"""Models behind the gateway: loaded from the MLflow registry, validated against their signature,
+and predicted with the native scikit-learn estimator (not MLflow's generic pyfunc path)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from itertools import chain
+from typing import TYPE_CHECKING, Any
+
+from airflow_mlops.core.errors import MlopsInputError, MlopsServiceError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from airflow_mlops.core.tracking import MlflowTarget
+
+# Signature types -> the kind of JSON value a column accepts (None is a missing value, imputed by the model).
+_NUMBER_TYPES = {"double", "float", "long", "integer"}
+_KIND_OF = {**dict.fromkeys(_NUMBER_TYPES, "number"), "string": "string", "boolean": "boolean"}
+_ACCEPTED = {
+    "number": frozenset({int, float, type(None)}),
+    "string": frozenset({str, type(None)}),
+    "boolean": frozenset({bool, type(None)}),
+}
+_WHAT = {"number": "numbers", "string": "text", "boolean": "true/false"}
+
+
+@dataclass(frozen=True)
+class Column:
+    """One input column of the model's signature.
+
+    :param name: column name.
+    :param kind: ``number``, ``string``, ``boolean`` or ``any`` (not checked).
+    :param type: the MLflow signature type, for messages.
+    """
+
+    name: str
+    kind: str
+    type: str
+
+
+@dataclass
+class Batch:
+    """Validated request rows: the frame the model takes, and its columns for the prediction log."""
+
+    X: pd.DataFrame
+    columns: dict[str, np.ndarray]
+    n_rows: int
+
+
+@dataclass
+class LoadedModel:
+    """A registered model version ready to predict.
+
+    :param name: registered model name.
+    :param version: version number.
+    :param estimator: the native scikit-learn estimator or pipeline.
+    :param columns: input columns from the signature (empty: no signature, nothing checked).
+    :param run_id: the MLflow run that produced it.
+    :param input_example: the logged input example as records (for infrastructure checks).
+    """
+
+    name: str
+    version: str
+    estimator: Any
+    columns: tuple[Column, ...] = ()
+    run_id: str | None = None
+    input_example: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.classes: Any = getattr(self.estimator, "classes_", None)
+        self.is_classifier = self.classes is not None and hasattr(self.estimator, "predict_proba")
+        self._names = [c.name for c in self.columns]
+        self._all_numbers = bool(self.columns) and all(c.kind == "number" for c in self.columns)
+        # One predict_proba pass gives labels too when argmax(proba) is how the model labels;
+        # checked on the example so models that label otherwise (e.g. SVC) keep calling predict.
+        self._labels_from_proba = False
+        if self.is_classifier and self.input_example:
+            import numpy as np
+
+            X = self.batch(self.input_example).X
+            proba = self.estimator.predict_proba(X)
+            self._labels_from_proba = bool(
+                np.array_equal(self.classes[proba.argmax(axis=1)], self.estimator.predict(X))
+            )
+
+    @property
+    def feature_names(self) -> list[str]:
+        """The input column names the model takes."""
+        return list(self._names)
+
+    @property
+    def class_labels(self) -> list[Any] | None:
+        """The class labels as plain Python values (None for regressors)."""
+        return None if self.classes is None else self.classes.tolist()
+
+    def batch(self, records: Sequence[dict[str, Any]]) -> Batch:
+        """Check request records against the signature and build the model's input frame.
+
+        :param records: one dict per row, keyed by column name; extra keys are ignored.
+        :raises MlopsInputError: a column is missing or holds a value of the wrong type.
+        """
+        import numpy as np
+        import pandas as pd
+
+        for i, r in enumerate(records):
+            if type(r) is not dict:
+                raise MlopsInputError(
+                    f"Input record {i} is {type(r).__name__}, not an object: send "
+                    '{"inputs": {"column": value, ...}} or a list of such objects.'
+                )
+        if not self.columns:
+            X = pd.DataFrame.from_records(list(records))
+            return Batch(X, {c: X[c].to_numpy() for c in X.columns}, len(X))
+        names = self._names
+        try:
+            rows = [[r[c] for c in names] for r in records]
+        except KeyError:
+            self._raise_missing(records)
+        if self._all_numbers:
+            # Fast path: one float matrix, one pandas block.
+            if not set(map(type, chain.from_iterable(rows))) <= _ACCEPTED["number"]:
+                self._raise_type(records)
+            matrix = np.array(rows, dtype=np.float64)
+            X = pd.DataFrame(matrix, columns=names, copy=False)
+            return Batch(X, {c: matrix[:, j] for j, c in enumerate(names)}, len(rows))
+        cols: dict[str, np.ndarray] = {}
+        for j, col in enumerate(self.columns):
+            values = [row[j] for row in rows]
+            accepted = _ACCEPTED.get(col.kind)
+            if accepted is not None and not set(map(type, values)) <= accepted:
+                self._raise_type(records)
+            if col.kind == "number":
+                cols[col.name] = np.array(values, dtype=np.float64)
+            else:
+                arr = np.empty(len(values), dtype=object)
+                arr[:] = values
+                cols[col.name] = arr
+        return Batch(pd.DataFrame(cols, copy=False), cols, len(rows))
+
+    def _raise_missing(self, records: Sequence[dict[str, Any]]) -> None:
+        for i, r in enumerate(records):
+            missing = [c for c in self._names if c not in r]
+            if missing:
+                raise MlopsInputError(
+                    f"Input record {i} has no column {missing[0]!r}"
+                    + (f" (and {len(missing) - 1} more missing)" if len(missing) > 1 else "")
+                    + f": model {self.name} v{self.version} needs columns {_shorten(self._names)}."
+                )
+        raise AssertionError("unreachable: a KeyError was raised")
+
+    def _raise_type(self, records: Sequence[dict[str, Any]]) -> None:
+        for col in self.columns:
+            accepted = _ACCEPTED.get(col.kind)
+            if accepted is None:
+                continue
+            for i, r in enumerate(records):
+                v = r[col.name]
+                if type(v) not in accepted:
+                    raise MlopsInputError(
+                        f"Column {col.name!r} takes {_WHAT[col.kind]} (signature type {col.type}), but "
+                        f"input record {i} has {v!r} ({type(v).__name__}): send {_WHAT[col.kind]} "
+                        "or null for a missing value."
+                    )
+        raise AssertionError("unreachable: a type check failed")
+
+    def predict(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+        """Predict with the native estimator.
+
+        :param X: the input frame from :meth:`batch`.
+        :return: the predictions and, for classifiers, the class probabilities (``classes`` order).
+        """
+        if not self.is_classifier:
+            return self.estimator.predict(X), None
+        proba = self.estimator.predict_proba(X)
+        if self._labels_from_proba:
+            return self.classes[proba.argmax(axis=1)], proba
+        return self.estimator.predict(X), proba
+
+    def coerce_labels(self, labels: Sequence[Any]) -> list[Any]:
+        """Map feedback labels onto the model's class labels (``"1"`` -> ``1`` when classes are ints).
+
+        :param labels: true labels as sent by the caller.
+        :raises MlopsInputError: a label is not one of the model's classes.
+        """
+        if self.classes is None:
+            return list(labels)
+        known = self.classes.tolist()
+        by_text = {str(c): c for c in known}
+        out = []
+        for lab in labels:
+            if lab in known and not isinstance(lab, bool):
+                out.append(lab)
+            elif str(lab) in by_text:
+                out.append(by_text[str(lab)])
+            else:
+                raise MlopsInputError(
+                    f"Label {lab!r} is not a class of model {self.name} v{self.version}: send one of {known}."
+                )
+        return out
+
+
+def _shorten(names: list[str], limit: int = 12) -> str:
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return f"[{shown}" + (f", ... {len(names) - limit} more]" if len(names) > limit else "]")
+
+
+def columns_from_signature(signature: Any) -> tuple[Column, ...]:
+    """The input columns of an MLflow model signature (empty when there is none or it is a tensor).
+
+    :param signature: ``mlflow.models.ModelSignature`` or None.
+    """
+    if signature is None or signature.inputs is None or signature.inputs.is_tensor_spec():
+        return ()
+    out = []
+    for spec in signature.inputs.inputs:
+        if spec.name is None:
+            return ()
+        type_name = getattr(spec.type, "name", str(spec.type))
+        out.append(Column(spec.name, _KIND_OF.get(type_name, "any"), type_name))
+    return tuple(out)
+
+
+class ModelLoader:
+    """Loads model versions of the MLflow registry, resolving aliases, and keeps them for reuse.
+
+    :param target: the MLflow tracking/registry store and its credentials.
+    """
+
+    def __init__(self, target: MlflowTarget) -> None:
+        self.target = target
+
+    def resolve(self, name: str, version_or_alias: str) -> str:
+        """The version number behind ``version_or_alias`` (``"3"``, ``"champion"`` or ``"@champion"``).
+
+        :raises MlopsInputError: the model, version or alias does not exist.
+        """
+        from mlflow.exceptions import MlflowException
+
+        ref = str(version_or_alias).removeprefix("@")
+        with self.target.activate():
+            client = self.target.client()
+            try:
+                if ref.isdigit():
+                    return str(client.get_model_version(name, ref).version)
+                return str(client.get_model_version_by_alias(name, ref).version)
+            except MlflowException as e:
+                if "RESOURCE_DOES_NOT_EXIST" in str(e.error_code) or "INVALID_PARAMETER" in str(e.error_code):
+                    what = f"version {ref}" if ref.isdigit() else f"alias @{ref}"
+                    raise MlopsInputError(
+                        f"Model {name!r} has no {what} in the registry at {self.target.tracking_uri}: "
+                        "register it first or fix the route."
+                    ) from e
+                raise MlopsServiceError(
+                    f"The MLflow registry at {self.target.tracking_uri} failed: {e}"
+                ) from e
+
+    def load(self, name: str, version: str) -> LoadedModel:
+        """Download and load ``models:/name/version`` with its native scikit-learn flavor.
+
+        :raises MlopsInputError: the version does not exist or has no scikit-learn flavor.
+        """
+        import mlflow
+        import mlflow.sklearn
+        from mlflow.exceptions import MlflowException
+        from mlflow.models import Model
+
+        uri = f"models:/{name}/{version}"
+        with self.target.activate(), tempfile.TemporaryDirectory(prefix="mlops-gateway-") as tmp:
+            try:
+                local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
+            except MlflowException as e:
+                raise MlopsInputError(f"Cannot download {uri}: {e}. Check the version exists.") from e
+            except OSError as e:
+                raise MlopsServiceError(f"Cannot download {uri}: {e}") from e
+            meta = Model.load(os.path.join(local, "MLmodel"))
+            if "sklearn" not in meta.flavors:
+                raise MlopsInputError(
+                    f"{uri} has flavors {sorted(meta.flavors)}, not 'sklearn': the gateway serves "
+                    "scikit-learn models; log it with mlflow.sklearn."
+                )
+            estimator = mlflow.sklearn.load_model(local)
+            example: list[dict[str, Any]] = []
+            try:
+                frame = meta.load_input_example(local)
+            except Exception:  # noqa: BLE001 - an unreadable example only disables a shortcut
+                frame = None
+            if frame is not None and hasattr(frame, "to_dict"):
+                example = frame.to_dict(orient="records")
+        return LoadedModel(
+            name=name,
+            version=str(version),
+            estimator=estimator,
+            columns=columns_from_signature(meta.signature),
+            run_id=meta.run_id,
+            input_example=example,
+        )

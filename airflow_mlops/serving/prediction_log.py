@@ -1,0 +1,184 @@
+"""The prediction log writer: buffers rows in memory and writes rolling Parquet files in a thread.
+
+The request path only appends references to a list; a background thread writes a file every
+``flush_seconds`` or ``flush_rows`` rows, and :meth:`PredictionLogWriter.close` writes what is left.
+Layout and column names: :mod:`airflow_mlops.core.prediction_log`. Files appear atomically (written
+under a temporary name, then renamed), so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow_mlops.core import prediction_log as contract
+
+if TYPE_CHECKING:
+    import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Entry:
+    model: str
+    version: str
+    request_id: str
+    ts_us: int
+    columns: dict[str, np.ndarray]
+    predictions: np.ndarray
+    n_rows: int
+
+
+class PredictionLogWriter:
+    """Rolling Parquet writer for one gateway.
+
+    :param log_dir: root folder of the log.
+    :param flush_seconds: write a file at least this often while rows come in.
+    :param flush_rows: write a file as soon as this many rows wait.
+    :param max_pending_rows: rows buffered at most; beyond it new rows are dropped and counted.
+    :param on_drop: called with ``(model, rows)`` when rows are dropped.
+    """
+
+    def __init__(
+        self,
+        log_dir: str | os.PathLike[str],
+        flush_seconds: float = 10.0,
+        flush_rows: int = 50_000,
+        max_pending_rows: int = 1_000_000,
+        on_drop: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.root = Path(log_dir)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.flush_seconds = flush_seconds
+        self.flush_rows = flush_rows
+        self.max_pending_rows = max_pending_rows
+        self.on_drop = on_drop
+        self.files_written = 0
+        self.rows_written = 0
+        self._pending: list[_Entry] = []
+        self._pending_rows = 0
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        self._write_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._thread.start()
+
+    def add(
+        self,
+        model: str,
+        version: str,
+        request_id: str,
+        columns: dict[str, np.ndarray],
+        predictions: np.ndarray,
+        n_rows: int,
+    ) -> None:
+        """Queue the rows of one request (cheap: no copy, no I/O).
+
+        :param model: model name.
+        :param version: the version that answered.
+        :param request_id: the request id.
+        :param columns: feature columns, one array per column.
+        :param predictions: the predictions, one per row.
+        :param n_rows: number of rows.
+        """
+        entry = _Entry(model, version, request_id, time.time_ns() // 1000, columns, predictions, n_rows)
+        with self._lock:
+            if self._closed or self._pending_rows + n_rows > self.max_pending_rows:
+                dropped = True
+            else:
+                dropped = False
+                self._pending.append(entry)
+                self._pending_rows += n_rows
+                full = self._pending_rows >= self.flush_rows
+        if dropped:
+            if self.on_drop is not None:
+                self.on_drop(model, n_rows)
+            return
+        if full:
+            self._wake.set()
+
+    def _run(self) -> None:
+        while not self._closed:
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - keep logging alive; the rows stay in the error log
+                log.exception("Writing the prediction log under %s failed", self.root)
+
+    def flush(self) -> list[Path]:
+        """Write every buffered row now; return the files written."""
+        with self._write_lock:
+            with self._lock:
+                entries, self._pending, self._pending_rows = self._pending, [], 0
+            if not entries:
+                return []
+            groups: dict[tuple[str, str], list[_Entry]] = {}
+            for e in entries:
+                day = datetime.fromtimestamp(e.ts_us / 1e6, tz=timezone.utc).strftime("%Y-%m-%d")
+                groups.setdefault((e.model, day), []).append(e)
+            return [self._write(model, day, group) for (model, day), group in groups.items()]
+
+    def _write(self, model: str, day: str, entries: list[_Entry]) -> Path:
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        names: list[str] = []
+        for e in entries:
+            for c in e.columns:
+                if c not in names:
+                    names.append(c)
+        data: dict[str, Any] = {}
+        for c in names:
+            parts = []
+            for e in entries:
+                col = e.columns.get(c)
+                parts.append(col if col is not None else np.full(e.n_rows, None, dtype=object))
+            data[c] = _array(np.concatenate(parts) if len(parts) > 1 else parts[0])
+        counts = [e.n_rows for e in entries]
+        data[contract.PREDICTION] = _array(np.concatenate([np.asarray(e.predictions) for e in entries]))
+        data[contract.MODEL_NAME] = pa.array(np.repeat([e.model for e in entries], counts))
+        data[contract.MODEL_VERSION] = pa.array(np.repeat([e.version for e in entries], counts))
+        data[contract.REQUEST_ID] = pa.array(np.repeat([e.request_id for e in entries], counts))
+        data[contract.TIMESTAMP] = pa.array(
+            np.repeat(np.array([e.ts_us for e in entries], dtype=np.int64), counts),
+            type=pa.timestamp("us", tz="UTC"),
+        )
+        table = pa.table(data)
+        folder = self.root / model / f"date={day}"
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"part-{int(time.time() * 1000)}-{uuid.uuid4().hex[:8]}.parquet"
+        tmp = folder / f".{name}.tmp"
+        pq.write_table(table, tmp)
+        os.replace(tmp, folder / name)
+        self.files_written += 1
+        self.rows_written += table.num_rows
+        return folder / name
+
+    def close(self) -> None:
+        """Stop the writer thread and write what is buffered."""
+        self._closed = True
+        self._wake.set()
+        self._thread.join(timeout=30)
+        self.flush()
+
+
+def _array(values: np.ndarray) -> Any:
+    """A pyarrow array; object columns of mixed types fall back to text rather than failing the file."""
+    import pyarrow as pa
+
+    try:
+        return pa.array(values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([None if v is None else str(v) for v in values], type=pa.string())
