@@ -27,7 +27,7 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-from tests.servers import start_mlflow_server, stop  # noqa: E402
+from tests.servers import start_mlflow_server, start_prometheus, stop  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -61,6 +61,17 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
     proc, url = start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"))
     yield url
     stop(proc)
+
+
+@pytest.fixture(scope="session")
+def prometheus(tmp_path_factory: pytest.TempPathFactory):
+    """A real Prometheus server on 127.0.0.1 (1 s scrapes); ``.add_target("127.0.0.1:PORT")`` to scrape more.
+
+    Returns a :class:`tests.servers.PrometheusServer` (``.url``, ``.add_target``, ``.query``, ``.wait_for``).
+    """
+    server = start_prometheus(tmp_path_factory.mktemp("prometheus"))
+    yield server
+    stop(server.proc)
 
 
 def conn_env(conn_id: str, conn: dict) -> tuple[str, str]:

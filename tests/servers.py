@@ -68,3 +68,92 @@ def start_mlflow_server(root: Path) -> tuple[subprocess.Popen, str]:
         stop(proc)
         raise RuntimeError((root / "mlflow-server.log").read_text()[-3000:]) from None
     return proc, url
+
+
+class PrometheusServer:
+    """A running Prometheus: its URL, and scrape targets that can be added while it runs.
+
+    Targets go to a ``file_sd`` file that Prometheus watches, so a test can start an exporter (or a
+    gateway) on a free port and have it scraped every second without restarting the server.
+    """
+
+    def __init__(self, proc: subprocess.Popen, url: str, sd_dir: Path) -> None:
+        self.proc, self.url, self.sd_dir = proc, url, sd_dir
+
+    def add_target(self, address: str, labels: dict[str, str] | None = None) -> None:
+        """Scrape ``host:port`` (its ``/metrics``) from now on."""
+        import json
+        import uuid
+
+        entry = [{"targets": [address], "labels": labels or {}}]
+        tmp = self.sd_dir / f".{uuid.uuid4().hex}.tmp"
+        tmp.write_text(json.dumps(entry))
+        tmp.rename(self.sd_dir / f"{uuid.uuid4().hex}.json")  # atomic: Prometheus never reads half a file
+
+    def query(self, promql: str) -> list[dict]:
+        """Instant query; the raw result list."""
+        import json
+        import urllib.parse
+
+        with urllib.request.urlopen(f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': promql})}") as r:
+            return json.loads(r.read())["data"]["result"]
+
+    def wait_for(self, promql: str, timeout: float = 30.0) -> list[dict]:
+        """Wait until ``promql`` returns at least one series (e.g. a target's first scrape)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = self.query(promql)
+            if result:
+                return result
+            time.sleep(0.3)
+        raise TimeoutError(f"Prometheus at {self.url} returned nothing for {promql!r} within {timeout}s")
+
+
+def start_prometheus(
+    root: Path, scrape_targets: list[str] | None = None, scrape_interval: str = "1s"
+) -> PrometheusServer:
+    """A real Prometheus (Debian's ``prometheus`` binary) on a free loopback port.
+
+    :param root: folder for its config, data and log.
+    :param scrape_targets: ``host:port`` addresses scraped from the start (more via ``add_target``).
+    :param scrape_interval: scrape interval; short so that tests see new samples quickly.
+    """
+    import json
+    import shutil
+
+    binary = shutil.which("prometheus") or "/usr/bin/prometheus"
+    if not Path(binary).exists():
+        raise RuntimeError("prometheus is not installed: apt-get install -y prometheus")
+    root.mkdir(parents=True, exist_ok=True)
+    sd_dir = root / "targets"
+    sd_dir.mkdir(exist_ok=True)
+    config = {
+        "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
+        "scrape_configs": [
+            {
+                "job_name": "test",
+                "scrape_interval": scrape_interval,
+                "scrape_timeout": scrape_interval,
+                "static_configs": [{"targets": list(scrape_targets or [])}],
+                "file_sd_configs": [{"files": [str(sd_dir / "*.json")], "refresh_interval": "1s"}],
+            }
+        ],
+    }
+    (root / "prometheus.yml").write_text(json.dumps(config))  # JSON is valid YAML
+    port = free_port()
+    log = open(root / "prometheus.log", "wb")  # noqa: SIM115 - kept open for the process's life
+    proc = subprocess.Popen(
+        [
+            binary, f"--config.file={root / 'prometheus.yml'}",
+            f"--web.listen-address=127.0.0.1:{port}", f"--storage.tsdb.path={root / 'data'}",
+            "--storage.tsdb.retention.time=1h",
+        ],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/-/ready", timeout=60, proc=proc)
+    except Exception:
+        stop(proc)
+        raise RuntimeError((root / "prometheus.log").read_text()[-3000:]) from None
+    return PrometheusServer(proc, url, sd_dir)

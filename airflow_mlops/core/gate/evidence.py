@@ -133,22 +133,14 @@ def read_holdout(source: SourceSpec) -> pd.DataFrame:
 
     :param source: a holdout source.
     """
-    from airflow_mlops.core.data import read_bytes_table, read_table
+    from airflow_mlops.core.data import read_table
 
     if not source.dvc:
         return read_table(source.path)  # type: ignore[arg-type]
-    import dvc.api
+    from airflow_mlops.core.dvc_data import read_dvc_frame
 
-    try:
-        raw = dvc.api.read(source.path, repo=source.repo, rev=source.rev, mode="rb")
-    except Exception as e:  # noqa: BLE001 - DVC raises many types; all mean the path@rev is unusable
-        raise MlopsInputError(
-            f"Cannot read {source.path}@{source.rev} from the DVC repo {source.repo or '.'}: {e}. Check the "
-            "path, the revision and the remote."
-        ) from e
-    from pathlib import Path
-
-    return read_bytes_table(raw, Path(source.path).suffix)  # type: ignore[arg-type]
+    frame, _lineage = read_dvc_frame(source.repo or ".", source.path, source.rev)  # type: ignore[arg-type]
+    return frame
 
 
 class HoldoutSource:

@@ -1,0 +1,100 @@
+"""PrometheusHook: instant PromQL queries through an Airflow connection of type ``prometheus``."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+from airflow.sdk import BaseHook
+
+from airflow_mlops.core.promql import PromClient, Sample
+
+
+class PrometheusHook(BaseHook):
+    """Query a Prometheus server (or anything speaking its HTTP API, e.g. Thanos, Mimir).
+
+    The connection's host is the base URL (``http://prometheus:9090``; a path prefix is kept). Login and
+    password give basic auth; a password without a login is sent as a bearer token. Extras:
+    ``timeout`` (seconds, default 10) and ``verify`` (false to skip TLS verification).
+
+    :param prometheus_conn_id: the connection id.
+    """
+
+    conn_name_attr = "prometheus_conn_id"
+    default_conn_name = "prometheus_default"
+    conn_type = "prometheus"
+    hook_name = "Prometheus"
+
+    def __init__(self, prometheus_conn_id: str = default_conn_name) -> None:
+        super().__init__()
+        self.prometheus_conn_id = prometheus_conn_id
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Labels and placeholders for the connection form in the Airflow UI."""
+        return {
+            "hidden_fields": ["schema"],
+            "relabeling": {"host": "Base URL", "login": "Username", "password": "Password or token"},
+            "placeholders": {
+                "host": "http://prometheus:9090",
+                "port": "9090 (when the host has no port)",
+                "login": "basic-auth user (leave empty for a bearer token)",
+                "password": "basic-auth password, or a bearer token when the username is empty",
+                "extra": '{"timeout": 10, "verify": true}',
+            },
+        }
+
+    @cached_property
+    def client(self) -> PromClient:
+        """The connection resolved into a :class:`~airflow_mlops.core.promql.PromClient`."""
+        conn = self.get_connection(self.prometheus_conn_id)
+        extra = conn.extra_dejson
+        host = (conn.host or "").strip()
+        if not host:
+            raise ValueError(
+                f"Connection {self.prometheus_conn_id!r} has no host: set it to the Prometheus base URL."
+            )
+        if "://" not in host:
+            host = f"{conn.schema or 'http'}://{host}"
+        if conn.port and host.split("://", 1)[1].count(":") == 0:
+            scheme, rest = host.split("://", 1)
+            netloc, _, path = rest.partition("/")
+            host = f"{scheme}://{netloc}:{conn.port}" + (f"/{path}" if path else "")
+        login, password = conn.login or None, conn.password or None
+        return PromClient(
+            base_url=host,
+            username=login,
+            password=password if login else None,
+            token=password if not login else None,
+            timeout=float(extra.get("timeout", 10)),
+            verify=str(extra.get("verify", True)).lower() not in ("false", "0", "no"),
+        )
+
+    def get_conn(self) -> PromClient:
+        """The Prometheus client."""
+        return self.client
+
+    def query(self, promql: str) -> list[Sample]:
+        """Instant query: every series with its labels and value (empty when nothing matches).
+
+        :param promql: the PromQL expression.
+        """
+        return self.client.query(promql)
+
+    def query_value(self, promql: str) -> float:
+        """Instant query that must give exactly one number.
+
+        :param promql: the PromQL expression.
+        :raises airflow_mlops.core.promql.PromQLEmptyResult: nothing matched.
+        :raises MlopsInputError: invalid PromQL or several series.
+        :raises MlopsServiceError: the server cannot be reached.
+        """
+        return self.client.query_value(promql)
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Check that the server answers a trivial query."""
+        try:
+            self.client.query("1")
+            return True, "Prometheus answered"
+        except Exception as e:  # noqa: BLE001 - reported to the UI, not raised
+            return False, str(e)

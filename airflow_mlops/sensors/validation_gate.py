@@ -1,0 +1,197 @@
+"""ValidationGateSensor: decide whether a candidate model version may be promoted."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
+from airflow.sdk.exceptions import (
+    AirflowException,
+    AirflowFailException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+)
+
+from airflow_mlops.core.errors import MlopsInputError, MlopsServiceError
+from airflow_mlops.triggers.validation_gate import ValidationGateTrigger, evaluate_gate
+
+if TYPE_CHECKING:
+    import os
+
+    from airflow.sdk import Context
+
+    from airflow_mlops.core.gate import GateSpec, Verdict
+
+
+class ValidationGateSensor(BaseSensorOperator):
+    """Gate a model version on one threshold spec, offline or online.
+
+    Evidence comes from the spec's source: metrics logged on the MLflow runs, a holdout re-scored for
+    both models, PromQL over a canary's live metrics, or a gateway's ``/metrics`` page. Each poke
+    evaluates every rule against the candidate and the baseline (``champion`` by default):
+
+    * passed: the verdict is tagged on the version (``mlops.gate.<name>`` = ``passed``, details as JSON
+      in ``mlops.gate.<name>.details``), ``promote_alias`` is set on it if asked, and the task succeeds
+      with the verdict as its XCom;
+    * failed: tagged ``failed``, and the task fails at once (a decided verdict is not re-poked), or is
+      skipped with ``soft_fail=True`` so that a downstream deploy is skipped;
+    * pending (live evidence still too thin): poke again until ``timeout``, then fail (or skip).
+
+    Bad input (unknown metric, missing metric, NaN, invalid PromQL, contradictory bounds, an alias on a
+    deleted version) raises :class:`~airflow_mlops.core.errors.MlopsInputError`; nothing is tagged.
+
+    :param spec: the gate spec: a mapping, a :class:`~airflow_mlops.core.gate.GateSpec`, or a path to a
+        YAML/JSON file.
+    :param model_name: registered model name (templated, e.g. from the training task's XCom).
+    :param version: candidate version (templated).
+    :param promote_alias: alias set on the candidate when it passes; overrides the spec's.
+    :param mlflow_conn_id: MLflow connection.
+    :param prometheus_conn_id: Prometheus connection (``prometheus`` sources without a ``url``).
+    :param dvc_conn_id: DVC connection (``holdout`` sources with a ``rev``).
+    :param deferrable: wait in the triggerer instead of a worker slot; default from
+        ``[operators] default_deferrable``.
+    """
+
+    template_fields: Sequence[str] = ("spec", "model_name", "version", "promote_alias")
+    template_fields_renderers = {"spec": "json"}
+    ui_color = "#fff2cc"
+
+    def __init__(
+        self,
+        *,
+        spec: GateSpec | dict[str, Any] | str | os.PathLike[str],
+        model_name: str,
+        version: str | int,
+        promote_alias: str | None = None,
+        mlflow_conn_id: str = "mlflow_default",
+        prometheus_conn_id: str = "prometheus_default",
+        dvc_conn_id: str = "dvc_default",
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        # A GateSpec is kept as its mapping: templating and serialization only understand plain types.
+        self.spec = spec.to_dict() if hasattr(spec, "to_dict") else spec
+        self.model_name = model_name
+        self.version = version
+        self.promote_alias = promote_alias
+        self.mlflow_conn_id = mlflow_conn_id
+        self.prometheus_conn_id = prometheus_conn_id
+        self.dvc_conn_id = dvc_conn_id
+        self.deferrable = deferrable
+
+    def _gate(self) -> GateSpec:
+        from airflow_mlops.core.gate import load_spec
+
+        spec = self.spec
+        if (
+            isinstance(spec, str)
+            and "\n" not in spec
+            and not spec.strip().lower().endswith((".yaml", ".yml", ".json"))
+        ):
+            raise MlopsInputError(f"spec {spec!r} is neither a mapping nor a .yaml/.json file path.")
+        return load_spec(spec)
+
+    def _evaluate(self) -> Verdict:
+        return evaluate_gate(
+            self._gate().to_dict(),
+            str(self.model_name),
+            str(self.version),
+            mlflow_conn_id=self.mlflow_conn_id,
+            prometheus_conn_id=self.prometheus_conn_id,
+            dvc_conn_id=self.dvc_conn_id,
+        )
+
+    def _finish(self, context: Context, verdict: Verdict) -> dict[str, Any]:
+        """Record a decided verdict, push it, and succeed or fail the task."""
+        from airflow_mlops.core.gate import record_verdict
+        from airflow_mlops.hooks.mlflow import MlflowHook
+
+        alias = self.promote_alias or self._gate().promote_alias
+        record_verdict(MlflowHook(self.mlflow_conn_id).target, verdict, alias)
+        context["ti"].xcom_push(key="verdict", value=verdict.to_dict())
+        if not verdict.passed:
+            raise AirflowFailException(verdict.summary())
+        self.log.info("%s", verdict.summary())
+        return verdict.to_dict()
+
+    def poke(self, context: Context) -> bool | PokeReturnValue:
+        """Evaluate once: record and finish a decided verdict; return False while pending."""
+        verdict = self._evaluate()
+        self.log.info("%s", verdict.table())
+        if not verdict.decided:
+            return False
+        return PokeReturnValue(is_done=True, xcom_value=self._finish(context, verdict))
+
+    def execute(self, context: Context) -> Any:
+        """Poke in a loop, or (deferrable) check once and hand the wait to the trigger."""
+        if not self.deferrable:
+            return super().execute(context)
+        gate = self._gate()  # bad specs fail here, before any deferral
+        verdict = self._evaluate()
+        self.log.info("%s", verdict.table())
+        if verdict.decided:
+            return self._finish_soft(context, verdict)
+        self.defer(
+            trigger=ValidationGateTrigger(
+                spec=gate.to_dict(),
+                model_name=str(self.model_name),
+                version=str(self.version),
+                end_time=time.time() + self.timeout,
+                poll_interval=self.poke_interval,
+                mlflow_conn_id=self.mlflow_conn_id,
+                prometheus_conn_id=self.prometheus_conn_id,
+                dvc_conn_id=self.dvc_conn_id,
+            ),
+            method_name="execute_complete",
+            # A margin past end_time, so the trigger's own timeout event normally comes first.
+            timeout=timedelta(seconds=self.timeout + max(60.0, self.poke_interval * 2)),
+        )
+
+    def _finish_soft(self, context: Context, verdict: Verdict) -> dict[str, Any]:
+        # Outside BaseSensorOperator.execute nothing turns a failure into a skip: do it here.
+        try:
+            return self._finish(context, verdict)
+        except AirflowFailException as e:
+            if self.soft_fail:
+                raise AirflowSkipException(str(e)) from e
+            raise
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Resume after the trigger: check the event, then record the verdict or fail."""
+        from airflow_mlops.core.gate import Verdict
+
+        if not isinstance(event, dict) or "status" not in event:
+            raise AirflowException(f"The gate trigger sent an unexpected event: {event!r}.")
+        status = event["status"]
+        if status == "error":
+            message = str(event.get("message", "unknown error"))
+            kind = event.get("error_type")
+            if kind == "input":
+                raise MlopsInputError(message)
+            if kind == "service":
+                raise MlopsServiceError(message)
+            raise AirflowException(message)
+        if status == "timeout":
+            last = Verdict.from_dict(event["verdict"])
+            message = f"Gate timed out after {self.timeout}s without enough evidence. {last.summary()}"
+            if self.soft_fail:
+                raise AirflowSkipException(message)
+            raise AirflowSensorTimeout(message)
+        if status != "decided" or "verdict" not in event:
+            raise AirflowException(f"The gate trigger sent an unknown status {status!r}.")
+        verdict = Verdict.from_dict(event["verdict"])
+        if (
+            not verdict.decided
+            or verdict.version != str(self.version)
+            or verdict.model_name != str(self.model_name)
+        ):
+            raise AirflowException(
+                f"The gate trigger's verdict ({verdict.model_name} v{verdict.version}, {verdict.status}) does "
+                f"not decide {self.model_name} v{self.version}."
+            )
+        self.log.info("%s", verdict.table())
+        return self._finish_soft(context, verdict)

@@ -1,0 +1,161 @@
+"""ValidationGateTrigger: waits in the triggerer until a gate's verdict is decided (or time runs out).
+
+It runs the very evaluation the sensor's ``poke`` runs (:func:`evaluate_gate`), in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_mlops.core.errors import MlopsInputError, MlopsServiceError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from airflow_mlops.core.gate import Verdict
+    from airflow_mlops.core.gate.spec import SourceSpec
+
+
+def evaluate_gate(
+    spec: dict[str, Any],
+    model_name: str,
+    version: str,
+    *,
+    mlflow_conn_id: str = "mlflow_default",
+    prometheus_conn_id: str = "prometheus_default",
+    dvc_conn_id: str = "dvc_default",
+) -> Verdict:
+    """Resolve the connections and evaluate the gate once; records nothing.
+
+    A ``prometheus`` source uses its ``url`` when the spec gives one, else the Prometheus connection;
+    a ``holdout`` with ``rev`` and no ``repo`` reads through the DVC connection.
+
+    :param spec: the gate spec as a mapping.
+    :param model_name: registered model name.
+    :param version: candidate version.
+    :param mlflow_conn_id: MLflow connection.
+    :param prometheus_conn_id: Prometheus connection (``prometheus`` sources without a ``url``).
+    :param dvc_conn_id: DVC connection (``holdout`` sources with a ``rev``).
+    """
+    from airflow_mlops.core.gate import load_spec, run_gate
+    from airflow_mlops.core.gate.evidence import read_holdout
+    from airflow_mlops.hooks.mlflow import MlflowHook
+
+    gate = load_spec(spec)
+    prometheus = None
+    if gate.source.kind == "prometheus" and not gate.source.url:
+        from airflow_mlops.hooks.prometheus import PrometheusHook
+
+        prometheus = PrometheusHook(prometheus_conn_id).client
+
+    def load_frame(source: SourceSpec) -> pd.DataFrame:
+        if source.dvc and not source.repo:
+            from airflow_mlops.hooks.dvc import DvcHook
+
+            frame, _lineage = DvcHook(dvc_conn_id).read_dataframe(source.path, source.rev)  # type: ignore[arg-type]
+            return frame
+        return read_holdout(source)
+
+    return run_gate(
+        gate,
+        model_name,
+        version,
+        MlflowHook(mlflow_conn_id).target,
+        prometheus=prometheus,
+        frame_loader=load_frame,
+    )
+
+
+class ValidationGateTrigger(BaseTrigger):
+    """Re-evaluate a gate every ``poll_interval`` seconds until it is decided or ``end_time`` passes.
+
+    Events: ``{"status": "decided", "verdict": {...}}``, ``{"status": "timeout", "verdict": {...}}`` (the
+    last, still pending verdict) or ``{"status": "error", "error_type": "input"|"service"|"other",
+    "message": ...}``.
+
+    :param spec: the gate spec as a JSON-able mapping.
+    :param model_name: registered model name.
+    :param version: candidate version.
+    :param end_time: epoch seconds after which the wait ends with a timeout event.
+    :param poll_interval: seconds between evaluations.
+    :param mlflow_conn_id: MLflow connection.
+    :param prometheus_conn_id: Prometheus connection.
+    :param dvc_conn_id: DVC connection.
+    """
+
+    def __init__(
+        self,
+        spec: dict[str, Any],
+        model_name: str,
+        version: str,
+        end_time: float,
+        poll_interval: float = 60.0,
+        mlflow_conn_id: str = "mlflow_default",
+        prometheus_conn_id: str = "prometheus_default",
+        dvc_conn_id: str = "dvc_default",
+    ) -> None:
+        super().__init__()
+        self.spec = spec
+        self.model_name = model_name
+        self.version = str(version)
+        self.end_time = float(end_time)
+        self.poll_interval = float(poll_interval)
+        self.mlflow_conn_id = mlflow_conn_id
+        self.prometheus_conn_id = prometheus_conn_id
+        self.dvc_conn_id = dvc_conn_id
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """Classpath and every constructor argument."""
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "spec": self.spec,
+                "model_name": self.model_name,
+                "version": self.version,
+                "end_time": self.end_time,
+                "poll_interval": self.poll_interval,
+                "mlflow_conn_id": self.mlflow_conn_id,
+                "prometheus_conn_id": self.prometheus_conn_id,
+                "dvc_conn_id": self.dvc_conn_id,
+            },
+        )
+
+    def _evaluate(self) -> Verdict:
+        return evaluate_gate(
+            self.spec,
+            self.model_name,
+            self.version,
+            mlflow_conn_id=self.mlflow_conn_id,
+            prometheus_conn_id=self.prometheus_conn_id,
+            dvc_conn_id=self.dvc_conn_id,
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Evaluate (in a thread: MLflow and Prometheus clients block) until decided or timed out."""
+        while True:
+            try:
+                verdict = await asyncio.to_thread(self._evaluate)
+            except MlopsInputError as e:
+                yield TriggerEvent({"status": "error", "error_type": "input", "message": str(e)})
+                return
+            except MlopsServiceError as e:
+                yield TriggerEvent({"status": "error", "error_type": "service", "message": str(e)})
+                return
+            except Exception as e:  # noqa: BLE001 - reported to the task, which fails with it
+                yield TriggerEvent(
+                    {"status": "error", "error_type": "other", "message": f"{type(e).__name__}: {e}"}
+                )
+                return
+            self.log.info("%s", verdict.table())
+            if verdict.decided:
+                yield TriggerEvent({"status": "decided", "verdict": verdict.to_dict()})
+                return
+            if time.time() >= self.end_time:
+                yield TriggerEvent({"status": "timeout", "verdict": verdict.to_dict()})
+                return
+            await asyncio.sleep(min(self.poll_interval, max(0.0, self.end_time - time.time())))
