@@ -7,9 +7,107 @@ they never collide with a feature).
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from airflow_mlops.core.errors import MlopsInputError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
 PREDICTION = "_prediction"
 MODEL_NAME = "_model_name"
 MODEL_VERSION = "_model_version"
 REQUEST_ID = "_request_id"
 TIMESTAMP = "_timestamp"  # timestamp[us, tz=UTC]
 META_COLUMNS = (PREDICTION, MODEL_NAME, MODEL_VERSION, REQUEST_ID, TIMESTAMP)
+
+
+def model_dir(log_dir: str | os.PathLike[str], model_name: str) -> Path:
+    """The folder holding ``model_name``'s log files."""
+    return Path(log_dir) / model_name
+
+
+def window_files(
+    log_dir: str | os.PathLike[str], model_name: str, start: datetime, end: datetime
+) -> list[Path]:
+    """Log files of ``model_name`` whose date partition overlaps ``[start, end)`` (UTC)."""
+    start, end = _utc(start), _utc(end)
+    if end <= start:
+        raise MlopsInputError(
+            f"Prediction-log window [{start}, {end}) is empty: the end must follow the start."
+        )
+    root = model_dir(log_dir, model_name)
+    if not root.is_dir():
+        return []
+    first, last = start.date(), end.date()
+    files = []
+    for part in sorted(root.glob("date=*")):
+        try:
+            day = date.fromisoformat(part.name.split("=", 1)[1])
+        except ValueError:
+            continue
+        if first <= day <= last:
+            files.extend(sorted(part.glob("*.parquet")))
+    return files
+
+
+def iter_window(
+    log_dir: str | os.PathLike[str],
+    model_name: str,
+    start: datetime,
+    end: datetime,
+    chunk_rows: int = 250_000,
+    keep_meta: bool = False,
+) -> Iterator[pd.DataFrame]:
+    """Yield the logged requests of ``model_name`` with ``start <= _timestamp < end`` in chunks.
+
+    :param log_dir: the gateway's ``--log-dir``.
+    :param model_name: registered model name (the log's first-level folder).
+    :param start: window start (naive datetimes are UTC).
+    :param end: window end, excluded.
+    :param chunk_rows: rows read at a time.
+    :param keep_meta: keep the meta columns (by default only the features are yielded).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    start, end = _utc(start), _utc(end)
+    lo = pa.scalar(start, type=pa.timestamp("us", tz="UTC"))
+    hi = pa.scalar(end, type=pa.timestamp("us", tz="UTC"))
+    for f in window_files(log_dir, model_name, start, end):
+        try:
+            pf = pq.ParquetFile(f)
+        except (OSError, pa.ArrowInvalid):
+            continue  # a file the gateway is still writing, or a damaged one: skipped
+        for batch in pf.iter_batches(batch_size=chunk_rows):
+            ts = batch.column(TIMESTAMP)
+            if ts.type != lo.type:
+                ts = pc.cast(ts, lo.type)
+            mask = pc.and_(pc.greater_equal(ts, lo), pc.less(ts, hi))
+            batch = batch.filter(mask)
+            if batch.num_rows == 0:
+                continue
+            frame = batch.to_pandas()
+            if not keep_meta:
+                frame = frame.drop(columns=[c for c in META_COLUMNS if c in frame.columns])
+            yield frame
+
+
+def read_window(
+    log_dir: str | os.PathLike[str], model_name: str, start: datetime, end: datetime, keep_meta: bool = False
+) -> pd.DataFrame:
+    """The logged requests of ``model_name`` in ``[start, end)`` as one DataFrame (meta columns dropped
+    unless ``keep_meta``); empty when nothing was logged."""
+    import pandas as pd
+
+    frames = list(iter_window(log_dir, model_name, start, end, keep_meta=keep_meta))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _utc(t: datetime) -> datetime:
+    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
