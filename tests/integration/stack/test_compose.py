@@ -192,8 +192,6 @@ def test_shared_volumes_reach_the_services_that_share_them(resolved: dict[str, A
     assert mounts("gateway")["predictions"] == log_dir
     assert mounts("airflow-worker")["predictions"] == log_dir
     assert resolved["services"]["airflow-worker"]["environment"]["MLOPS_PREDICTION_LOG_DIR"] == log_dir
-    config = gateway["command"][gateway["command"].index("--config") + 1]
-    assert str(Path(config).parent) == mounts("gateway")["gateway-config"]
     # MLflow serves artifacts from the volume it stores them in.
     mlflow = resolved["services"]["mlflow"]
     command = mlflow["command"]
@@ -212,7 +210,7 @@ def test_gateway_runs_the_contract_command(resolved: dict[str, Any]) -> None:
     assert gateway["build"]["dockerfile"] == "docker/gateway.Dockerfile"
     assert gateway["entrypoint"] == ["python", "-m", "airflow_mlops.serving"]
     args = gateway["command"]
-    for flag in ("--host", "--port", "--tracking-uri", "--config", "--log-dir"):
+    for flag in ("--host", "--port", "--tracking-uri", "--log-dir"):
         assert flag in args, f"gateway command lacks {flag}"
     assert args[args.index("--tracking-uri") + 1] == "http://mlflow:5000"
     assert gateway["environment"]["MLOPS_GATEWAY_ADMIN_TOKEN"]
