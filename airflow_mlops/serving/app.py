@@ -164,7 +164,7 @@ class ShadowWorker:
             model = group[0][0]
             try:
                 records = [r for _, recs, _ in group for r in recs]
-                preds, _ = model.predict(model.batch(records).X)
+                preds, _ = model.predict(model.batch(records))
                 start = 0
                 agree = 0
                 for _, recs, champ in group:
@@ -377,7 +377,7 @@ def create_app(
                 batch: Batch = model.batch(records)
             except MlopsInputError as e:
                 raise HttpError(422, str(e)) from None
-            preds, proba = model.predict(batch.X)
+            preds, proba = model.predict(batch)
         except HttpError as e:
             metrics.requests.labels(model_name, version, str(e.status)).inc()
             return _error(e)

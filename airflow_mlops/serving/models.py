@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import chain
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.core.errors import MlopsInputError, MlopsServiceError
@@ -50,6 +52,7 @@ class Batch:
     X: pd.DataFrame
     columns: dict[str, np.ndarray]
     n_rows: int
+    matrix: np.ndarray | None = None
 
 
 @dataclass
@@ -75,18 +78,24 @@ class LoadedModel:
         self.classes: Any = getattr(self.estimator, "classes_", None)
         self.is_classifier = self.classes is not None and hasattr(self.estimator, "predict_proba")
         self._names = [c.name for c in self.columns]
+        # itemgetter pulls a row's values in one C call (a tuple, even for one column).
+        self._getter = (lambda r: (r[self._names[0]],)) if len(self._names) == 1 else itemgetter(*self._names)
         self._all_numbers = bool(self.columns) and all(c.kind == "number" for c in self.columns)
         # One predict_proba pass gives labels too when argmax(proba) is how the model labels;
         # checked on the example so models that label otherwise (e.g. SVC) keep calling predict.
         self._labels_from_proba = False
-        if self.is_classifier and self.input_example:
+        self._fast: _MatrixPipeline | None = None
+        if self.input_example:
             import numpy as np
 
-            X = self.batch(self.input_example).X
-            proba = self.estimator.predict_proba(X)
-            self._labels_from_proba = bool(
-                np.array_equal(self.classes[proba.argmax(axis=1)], self.estimator.predict(X))
-            )
+            example = self.batch(self.input_example)
+            if self.is_classifier:
+                proba = self.estimator.predict_proba(example.X)
+                self._labels_from_proba = bool(
+                    np.array_equal(self.classes[proba.argmax(axis=1)], self.estimator.predict(example.X))
+                )
+            if self._all_numbers:
+                self._fast = _MatrixPipeline.build(self.estimator, self._names, example, self.is_classifier)
 
     @property
     def feature_names(self) -> list[str]:
@@ -117,8 +126,9 @@ class LoadedModel:
             X = pd.DataFrame.from_records(list(records))
             return Batch(X, {c: X[c].to_numpy() for c in X.columns}, len(X))
         names = self._names
+        getter = self._getter
         try:
-            rows = [[r[c] for c in names] for r in records]
+            rows = [getter(r) for r in records]
         except KeyError:
             self._raise_missing(records)
         if self._all_numbers:
@@ -127,7 +137,7 @@ class LoadedModel:
                 self._raise_type(records)
             matrix = np.array(rows, dtype=np.float64)
             X = pd.DataFrame(matrix, columns=names, copy=False)
-            return Batch(X, {c: matrix[:, j] for j, c in enumerate(names)}, len(rows))
+            return Batch(X, {c: matrix[:, j] for j, c in enumerate(names)}, len(rows), matrix)
         cols: dict[str, np.ndarray] = {}
         for j, col in enumerate(self.columns):
             values = [row[j] for row in rows]
@@ -168,18 +178,33 @@ class LoadedModel:
                     )
         raise AssertionError("unreachable: a type check failed")
 
-    def predict(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+    def predict(self, batch: Batch) -> tuple[np.ndarray, np.ndarray | None]:
         """Predict with the native estimator.
 
-        :param X: the input frame from :meth:`batch`.
+        :param batch: the validated input from :meth:`batch`.
         :return: the predictions and, for classifiers, the class probabilities (``classes`` order).
         """
+        fast = self._fast
+        if fast is not None and batch.matrix is not None:
+            if not self.is_classifier:
+                return fast.final.predict(fast.transform(batch.matrix)), None
+            Z = fast.transform(batch.matrix)
+            proba = fast.final.predict_proba(Z)
+            if self._labels_from_proba:
+                return self.classes[proba.argmax(axis=1)], proba
+            return fast.final.predict(Z), proba
+        X = batch.X
         if not self.is_classifier:
             return self.estimator.predict(X), None
         proba = self.estimator.predict_proba(X)
         if self._labels_from_proba:
             return self.classes[proba.argmax(axis=1)], proba
         return self.estimator.predict(X), proba
+
+    @property
+    def uses_matrix_path(self) -> bool:
+        """Whether predictions skip pandas (a numeric pipeline verified on the input example)."""
+        return self._fast is not None
 
     def coerce_labels(self, labels: Sequence[Any]) -> list[Any]:
         """Map feedback labels onto the model's class labels (``"1"`` -> ``1`` when classes are ints).
@@ -202,6 +227,72 @@ class LoadedModel:
                     f"Label {lab!r} is not a class of model {self.name} v{self.version}: send one of {known}."
                 )
         return out
+
+
+_NO_NAMES_WARNING = "X does not have valid feature names"
+
+
+@dataclass
+class _MatrixPipeline:
+    """The fitted steps of a ``Pipeline(ColumnTransformer(...), ..., estimator)`` on numeric columns,
+    applied to a float matrix by column position instead of to a DataFrame by column name.
+
+    The ColumnTransformer's pandas handling costs most of a one-row prediction; the fitted
+    transformers and estimator are the model's own, called directly. Used only when it gives the
+    same answers as the pipeline on the logged input example.
+    """
+
+    parts: list[tuple[Any, np.ndarray]]
+    middle: list[Any]
+    final: Any
+
+    def transform(self, matrix: np.ndarray) -> np.ndarray:
+        import numpy as np
+
+        outs = [matrix[:, idx] if t is None else t.transform(matrix[:, idx]) for t, idx in self.parts]
+        Z = outs[0] if len(outs) == 1 else np.hstack(outs)
+        for step in self.middle:
+            Z = step.transform(Z)
+        return Z
+
+    @classmethod
+    def build(
+        cls, estimator: Any, names: list[str], example: Batch, is_classifier: bool
+    ) -> _MatrixPipeline | None:
+        """The matrix path of ``estimator``, or None when its shape does not allow one or it differs."""
+        import numpy as np
+        from sklearn.compose import ColumnTransformer
+        from sklearn.pipeline import Pipeline
+
+        if not isinstance(estimator, Pipeline) or len(estimator.steps) < 2 or example.matrix is None:
+            return None
+        first = estimator.steps[0][1]
+        if not isinstance(first, ColumnTransformer) or getattr(first, "sparse_output_", False):
+            return None
+        position = {n: i for i, n in enumerate(names)}
+        parts: list[tuple[Any, np.ndarray]] = []
+        for _, trans, cols in first.transformers_:
+            if isinstance(trans, str) and trans == "drop":
+                continue
+            if not isinstance(cols, list) or not all(isinstance(c, str) and c in position for c in cols):
+                return None  # selection by mask, slice or callable: leave it to the pipeline
+            idx = np.array([position[c] for c in cols], dtype=np.intp)
+            parts.append((None if isinstance(trans, str) and trans == "passthrough" else trans, idx))
+        if not parts:
+            return None
+        steps = [s for _, s in estimator.steps[1:] if s not in (None, "passthrough")]
+        fast = cls(parts, steps[:-1], steps[-1])
+        # The sub-transformers were fitted on frames; a matrix by position is what they saw.
+        warnings.filterwarnings("ignore", message=_NO_NAMES_WARNING, category=UserWarning)
+        try:
+            Z = fast.transform(example.matrix)
+            if is_classifier:
+                same = np.allclose(fast.final.predict_proba(Z), estimator.predict_proba(example.X), atol=1e-9)
+            else:
+                same = np.allclose(fast.final.predict(Z), estimator.predict(example.X), atol=1e-9)
+        except Exception:  # noqa: BLE001 - any failure just means: use the pipeline as it is
+            return None
+        return fast if same else None
 
 
 def _shorten(names: list[str], limit: int = 12) -> str:
