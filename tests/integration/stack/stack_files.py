@@ -131,3 +131,25 @@ def exposed_names(metrics_text: str) -> dict[str, set[str]]:
                 labels = set(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="', m.group(2) or ""))
                 out.setdefault(m.group(1), set()).update(labels)
     return out
+
+
+# The metric contract shared by the gateway, the DriftSensor and the stack (series names as scraped).
+# The live tests check these against a running gateway and against what the DriftSensor pushes.
+GATEWAY_METRICS = {
+    "mlops_gateway_requests_total",
+    "mlops_gateway_request_latency_seconds_bucket",
+    "mlops_gateway_request_latency_seconds_count",
+    "mlops_gateway_request_latency_seconds_sum",
+    "mlops_gateway_predictions_total",
+    "mlops_gateway_feedback_total",
+    "mlops_gateway_live_accuracy",
+    "mlops_gateway_live_precision",
+    "mlops_gateway_live_recall",
+    "mlops_gateway_live_f1",
+    "mlops_gateway_live_samples",
+    "mlops_gateway_route_weight",
+    "mlops_gateway_champion_version",
+    "mlops_gateway_shadow_requests_total",
+    "mlops_gateway_shadow_agreement_total",
+}
+DRIFT_METRICS = {"mlops_drift_score", "mlops_drift_share", "mlops_drift_detected"}
