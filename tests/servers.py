@@ -157,3 +157,28 @@ def start_prometheus(
         stop(proc)
         raise RuntimeError((root / "prometheus.log").read_text()[-3000:]) from None
     return PrometheusServer(proc, url, sd_dir)
+
+
+def start_pushgateway(root: Path) -> tuple[subprocess.Popen, str]:
+    """A real Prometheus Pushgateway (Debian's ``prometheus-pushgateway`` binary) on a free loopback port."""
+    import shutil
+
+    binary = shutil.which("prometheus-pushgateway") or "/usr/bin/prometheus-pushgateway"
+    if not Path(binary).exists():
+        raise RuntimeError(
+            "prometheus-pushgateway is not installed: apt-get install -y prometheus-pushgateway"
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = open(root / "pushgateway.log", "wb")  # noqa: SIM115 - kept open for the process's life
+    proc = subprocess.Popen(
+        [binary, f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/-/ready", timeout=30, proc=proc)
+    except Exception:
+        stop(proc)
+        raise RuntimeError((root / "pushgateway.log").read_text()[-3000:]) from None
+    return proc, url
