@@ -81,6 +81,8 @@ def log_model_run(
     import sklearn
     from mlflow.models import infer_signature
 
+    import airflow_mlops.core.dvc_source  # noqa: F401 - registers the dvc:// dataset source
+
     tags = dict(tags or {})
     digest = frame_digest(dataset.frame)
     tags.update({"mlops.dataset.digest": digest, "mlops.dataset.source": dataset.source, **dataset.tags})
@@ -99,7 +101,7 @@ def log_model_run(
             }
         )
         mlflow.log_metrics(outcome.metrics)
-        ds = mlflow.data.from_pandas(
+        ds = mlflow.data.from_pandas(  # a plain path or a dvc:// source (see core.dvc_source)
             dataset.frame, source=dataset.source, name=dataset.name, targets=outcome.target
         )
         mlflow.log_input(ds, context="training")
@@ -138,6 +140,7 @@ def log_model_run(
             model_name,
             source=info.model_uri,
             run_id=run.info.run_id,
+            model_id=info.model_id,
             tags={k: str(v) for k, v in tags.items()},
             description=f"Trained by {outcome.candidate.estimator} on {dataset.source}",
         )

@@ -102,12 +102,8 @@ class TrainOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if (data is None) == (dvc_path is None):
-            raise ValueError(
-                "Give exactly one of `data` (a file or folder) and `dvc_path` (a DVC-tracked file)."
-            )
-        if estimator and candidates:
-            raise ValueError("Give `estimator` or `candidates`, not both.")
+        if data is None and dvc_path is None:
+            raise ValueError("Give `data` (a file or folder) or `dvc_path` (a DVC-tracked file).")
         if serialization not in ("cloudpickle", "skops"):
             raise ValueError(f"serialization={serialization!r}: use 'cloudpickle' or 'skops'.")
         self.registered_model_name = registered_model_name
@@ -137,11 +133,17 @@ class TrainOperator(BaseOperator):
         return MlflowHook(self.mlflow_conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_mlops.core.errors import MlopsInputError
         from airflow_mlops.core.lineage import git_commit
         from airflow_mlops.core.model_logging import ensure_experiment, log_model_run
         from airflow_mlops.core.tracking import check_reachable
         from airflow_mlops.core.training import Candidate, train_model
 
+        # Checked again after rendering: templates may have turned either argument into None.
+        if bool(self.data) == bool(self.dvc_path):
+            raise MlopsInputError("Give exactly one of `data` and `dvc_path`: they name the training data.")
+        if self.estimator and self.candidates:
+            raise MlopsInputError("Give `estimator` or `candidates`, not both.")
         target = self.hook.target
         ids = self._airflow_ids(context)
         with target.activate():
@@ -242,7 +244,7 @@ class TrainOperator(BaseOperator):
             from airflow_mlops.hooks.dvc import DvcHook
 
             frame, lineage = DvcHook(self.dvc_conn_id).read_dataframe(self.dvc_path, self.dvc_rev)
-            source = f"dvc://{lineage['repo']}/{lineage['path']}@{lineage['commit']}"
+            source = f"dvc://{lineage['repo']}::{lineage['path']}@{lineage['commit']}"
             tags = {
                 "mlops.dvc.repo": lineage["repo"],
                 "mlops.dvc.path": lineage["path"],

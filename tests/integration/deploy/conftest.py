@@ -1,0 +1,76 @@
+"""Deploy test fixtures: real model versions on the session's MLflow server, and a deployer factory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from airflow_mlops.core.tracking import MlflowTarget
+
+
+def register_versions(tracking_uri: str, name: str, params: list[dict]) -> list[str]:
+    """Train one LogisticRegression on breast_cancer per ``params`` and register each as a version."""
+    from sklearn.datasets import load_breast_cancer
+
+    from airflow_mlops.core.model_logging import DatasetInfo, ensure_experiment, log_model_run
+    from airflow_mlops.core.training import Candidate, train_model
+
+    frame = load_breast_cancer(as_frame=True).frame
+    versions = []
+    with MlflowTarget(tracking_uri).activate():
+        eid = ensure_experiment(f"deploy-tests-{name}")
+        for p in params:
+            outcome = train_model(
+                frame,
+                "target",
+                [Candidate("sklearn.linear_model.LogisticRegression", {"max_iter": 500, **p})],
+            )
+            info = log_model_run(
+                outcome,
+                model_name=name,
+                experiment_id=eid,
+                dataset=DatasetInfo(frame, "/data/breast_cancer.csv"),
+            )
+            versions.append(info["version"])
+    return versions
+
+
+@pytest.fixture
+def two_versions(mlflow_server: str, model_name: str) -> list[str]:
+    """Two registered versions (``["1", "2"]``) of ``model_name``."""
+    return register_versions(mlflow_server, model_name, [{"C": 1.0}, {"C": 0.1}])
+
+
+@pytest.fixture
+def records() -> list[dict]:
+    """Ten breast_cancer feature records."""
+    from sklearn.datasets import load_breast_cancer
+
+    X = load_breast_cancer(as_frame=True).data
+    return X.head(10).to_dict(orient="records")
+
+
+@pytest.fixture
+def deployers(tmp_path: Path, mlflow_server: str) -> Iterator[Callable]:
+    """Make Deployers on the local backend in a private state folder; their gateways stop after the test."""
+    from airflow_mlops.deploy.backends import LocalBackend
+    from airflow_mlops.deploy.rollout import Deployer
+    from airflow_mlops.deploy.state import StateStore
+
+    made: list[Deployer] = []
+
+    def make(name: str, backend=None, **kw) -> Deployer:
+        d = Deployer(
+            name, backend or LocalBackend(), MlflowTarget(mlflow_server), StateStore(tmp_path / "state"), **kw
+        )
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        try:
+            d.teardown()
+        except Exception:  # noqa: BLE001 - best effort cleanup
+            pass

@@ -1,0 +1,318 @@
+"""The stack's monitoring against real services: every metric the dashboard and the alerts use exists.
+
+A real gateway (``python -m airflow_mlops.serving``) serves a model registered on the session's real
+MLflow server and receives a batch prediction and its ground truth; drift results are pushed to a real
+Pushgateway; a real Prometheus runs the stack's own prometheus.yml and alerts.yml, with only the
+container addresses replaced by loopback ones. Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.integration.stack.stack_files import (
+    ALERT_RULES,
+    DRIFT_METRICS,
+    GATEWAY_METRICS,
+    PROMETHEUS_BUILTIN,
+    PROMETHEUS_CONFIG,
+    alert_rules,
+    as_promql,
+    dashboard_queries,
+    exposed_names,
+    metric_names,
+    selector_labels,
+)
+from tests.servers import free_port, start_pushgateway, stop, wait_http
+
+ADMIN_TOKEN = "stack-test-admin-token"
+ROWS = 60  # > the alerts' 50-sample minimum
+# Labels Prometheus adds or the queries use on built-in series.
+SCRAPE_LABELS = {"job", "instance", "alertname", "alertstate", "__name__"}
+# Shadow metrics have series only in shadow mode; everything else must have data here.
+MAY_BE_EMPTY = {"mlops_gateway_shadow_requests_total", "mlops_gateway_shadow_agreement_total"}
+
+pytestmark = pytest.mark.skipif(
+    not (shutil.which("prometheus") and shutil.which("prometheus-pushgateway")),
+    reason="prometheus and prometheus-pushgateway are absent: apt-get install -y prometheus prometheus-pushgateway",
+)
+
+
+def _http(url: str, body: Any = None, method: str | None = None) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        raw = r.read()
+    return json.loads(raw) if raw[:1] in (b"{", b"[") else raw.decode()
+
+
+@dataclass
+class Stack:
+    model: str
+    version: str
+    gateway: str
+    pushgateway: str
+    prometheus: str
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        out = _http(f"{self.prometheus}/api/v1/query?{urllib.parse.urlencode({'query': promql})}")
+        assert out["status"] == "success", out
+        return out["data"]["result"]
+
+    def wait_for(self, promql: str, timeout: float = 30.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            result = self.query(promql)
+            if result or time.monotonic() > deadline:
+                return result
+            time.sleep(0.5)
+
+
+def _register_model(tracking_uri: str, name: str) -> tuple[str, Any]:
+    from sklearn.datasets import load_breast_cancer
+
+    from airflow_mlops.core.model_logging import DatasetInfo, ensure_experiment, log_model_run
+    from airflow_mlops.core.tracking import MlflowTarget
+    from airflow_mlops.core.training import Candidate, train_model
+
+    frame = load_breast_cancer(as_frame=True).frame
+    with MlflowTarget(tracking_uri).activate():
+        eid = ensure_experiment(f"stack-tests-{name}")
+        outcome = train_model(
+            frame, "target", [Candidate("sklearn.linear_model.LogisticRegression", {"max_iter": 500})]
+        )
+        info = log_model_run(
+            outcome, model_name=name, experiment_id=eid, dataset=DatasetInfo(frame, "/data/breast_cancer.csv")
+        )
+    return str(info["version"]), frame
+
+
+def _push_drift(pushgateway: str, model: str, features: list[str]) -> None:
+    """Push a drift verdict the way the DriftSensor does: job ``mlops_drift``, grouped by model."""
+    from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
+
+    registry = CollectorRegistry()
+    score = Gauge(
+        "mlops_drift_score", "Drift statistic per feature.", ["model", "feature", "test"], registry=registry
+    )
+    for i, feature in enumerate(features):
+        score.labels(model, feature, "ks").set(0.1 * (i + 1))
+    Gauge("mlops_drift_share", "Share of drifted features.", ["model"], registry=registry).labels(model).set(
+        0.6
+    )
+    Gauge("mlops_drift_detected", "Dataset drift verdict.", ["model"], registry=registry).labels(model).set(1)
+    push_to_gateway(
+        pushgateway.removeprefix("http://"),
+        job="mlops_drift",
+        registry=registry,
+        grouping_key={"model": model},
+    )
+
+
+def _start_prometheus(root: Path, gateway: str, pushgateway: str) -> tuple[subprocess.Popen, str]:
+    """Prometheus with the stack's prometheus.yml and alerts.yml; container addresses made loopback ones."""
+    port = free_port()
+    root.mkdir(parents=True, exist_ok=True)
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    config["global"].update(scrape_interval="1s", evaluation_interval="1s")
+    addresses = {
+        "gateway:8080": gateway.removeprefix("http://"),
+        "pushgateway:9091": pushgateway.removeprefix("http://"),
+        "localhost:9090": f"127.0.0.1:{port}",
+    }
+    for job in config["scrape_configs"]:
+        for static in job["static_configs"]:
+            static["targets"] = [addresses[t] for t in static["targets"]]
+    (root / "prometheus.yml").write_text(yaml.safe_dump(config))
+    shutil.copy(ALERT_RULES, root / ALERT_RULES.name)  # rule_files stays relative, as in the stack
+    log = open(root / "prometheus.log", "wb")  # noqa: SIM115 - kept open for the process's life
+    proc = subprocess.Popen(
+        [
+            shutil.which("prometheus") or "prometheus", f"--config.file={root / 'prometheus.yml'}",
+            f"--web.listen-address=127.0.0.1:{port}", f"--storage.tsdb.path={root / 'data'}",
+        ],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/-/ready", timeout=60, proc=proc)
+    except Exception:
+        stop(proc)
+        raise RuntimeError((root / "prometheus.log").read_text()[-3000:]) from None
+    return proc, url
+
+
+def _start_gateway(root: Path, tracking_uri: str, model: str, version: str) -> tuple[subprocess.Popen, str]:
+    """The gateway as the contract starts it, serving ``model`` ``version`` alone."""
+    root.mkdir(parents=True, exist_ok=True)
+    config = root / "deployment.json"
+    config.write_text(
+        json.dumps({"model_name": model, "strategy": "single", "routes": [{"version": version}]})
+    )
+    port = free_port()
+    env = {**os.environ, "MLOPS_GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN}
+    log = open(root / "gateway.log", "wb")  # noqa: SIM115 - kept open for the process's life
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "airflow_mlops.serving", "--host", "127.0.0.1", "--port", str(port),
+            "--tracking-uri", tracking_uri, "--config", str(config), "--log-dir", str(root / "predictions"),
+        ],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/ready", timeout=120, proc=proc)
+    except Exception:
+        stop(proc)
+        raise RuntimeError((root / "gateway.log").read_text()[-3000:]) from None
+    return proc, url
+
+
+@pytest.fixture(scope="module")
+def stack(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("stack-live")
+    model = f"stack-live-{os.getpid()}"
+    version, frame = _register_model(mlflow_server, model)
+    procs: list[subprocess.Popen] = []
+    try:
+        gw_proc, gateway = _start_gateway(root / "gateway", mlflow_server, model, version)
+        procs.append(gw_proc)
+        pg_proc, pushgateway = start_pushgateway(root / "pushgateway")
+        procs.append(pg_proc)
+        prom_proc, prometheus = _start_prometheus(root / "prometheus", gateway, pushgateway)
+        procs.append(prom_proc)
+
+        # A batch of real rows, then ground truth that contradicts the model: live F1 falls below the floor.
+        X = frame.drop(columns="target").head(ROWS)
+        answer = _http(f"{gateway}/predict", {"inputs": X.to_dict(orient="records")})
+        assert answer["model_version"] == version and len(answer["predictions"]) == ROWS
+        wrong = [1 - int(p) for p in answer["predictions"]]
+        _http(f"{gateway}/feedback", {"request_id": answer["request_id"], "labels": wrong})
+        _push_drift(pushgateway, model, list(X.columns[:3]))
+        yield Stack(model, version, gateway, pushgateway, prometheus)
+    finally:
+        for proc in reversed(procs):
+            stop(proc)
+
+
+def _scraped(url: str) -> dict[str, set[str]]:
+    return exposed_names(_http(f"{url}/metrics"))
+
+
+def _dashboard_and_alert_queries() -> list[str]:
+    return [*dashboard_queries(), *(r["expr"] for r in alert_rules())]
+
+
+def test_gateway_exports_the_contract_metrics(stack: Stack) -> None:
+    exposed = _scraped(stack.gateway)
+    missing = GATEWAY_METRICS - set(exposed)
+    assert not missing, f"the gateway's /metrics lacks {sorted(missing)}"
+    for name in GATEWAY_METRICS - MAY_BE_EMPTY - {"mlops_gateway_champion_version"}:
+        assert {"model", "version"} <= exposed[name], (name, exposed[name])
+    assert "model" in exposed["mlops_gateway_champion_version"]
+
+
+def test_pushed_drift_metrics_reach_the_pushgateway(stack: Stack) -> None:
+    exposed = _scraped(stack.pushgateway)
+    assert DRIFT_METRICS <= set(exposed), sorted(n for n in exposed if n.startswith("mlops"))
+    assert {"model", "feature", "test"} <= exposed["mlops_drift_score"]
+
+
+def test_drift_metric_names_match_the_drift_sensor() -> None:
+    """The names this stack watches are the ones the DriftSensor's exporter pushes."""
+    export = pytest.importorskip(
+        "airflow_mlops.core.drift.export", reason="the DriftSensor's exporter has not landed yet"
+    )
+    constants = {
+        v for k, v in vars(export).items() if k.isupper() and isinstance(v, str) and v.startswith("mlops_")
+    }
+    assert DRIFT_METRICS <= constants, f"DriftSensor exports {constants}"
+
+
+def test_every_queried_metric_is_exported(stack: Stack) -> None:
+    """Dashboard and alert queries name only series that the gateway or the Pushgateway really expose,
+    with labels those series really carry."""
+    exposed = {**_scraped(stack.pushgateway), **_scraped(stack.gateway)}
+    for query in _dashboard_and_alert_queries():
+        for name in metric_names(query) - PROMETHEUS_BUILTIN:
+            assert name in exposed, (
+                f"{name!r} (in {query!r}) is exported by neither the gateway nor the DriftSensor"
+            )
+        for name, labels in selector_labels(query).items():
+            if name in PROMETHEUS_BUILTIN:
+                continue
+            unknown = labels - exposed[name] - SCRAPE_LABELS
+            assert not unknown, f"{query!r} filters {name} on labels it does not have: {unknown}"
+
+
+def test_prometheus_scrapes_both_targets_with_the_stack_config(stack: Stack) -> None:
+    up = {r["metric"]["job"]: r["value"][1] for r in stack.wait_for("up == 1")}
+    for job in ("mlops-gateway", "pushgateway"):
+        deadline = time.monotonic() + 30
+        while up.get(job) != "1" and time.monotonic() < deadline:
+            time.sleep(0.5)
+            up = {r["metric"]["job"]: r["value"][1] for r in stack.query("up == 1")}
+        assert up.get(job) == "1", f"Prometheus does not scrape job {job}: {up}"
+    # honor_labels: the pushed job label survives the scrape.
+    pushed = stack.wait_for(f'mlops_drift_detected{{model="{stack.model}"}}')
+    assert pushed and pushed[0]["metric"]["job"] == "mlops_drift"
+
+
+def test_every_dashboard_query_answers_in_prometheus(stack: Stack) -> None:
+    stack.wait_for(f'mlops_gateway_live_f1{{model="{stack.model}"}}')
+    stack.wait_for(f'mlops_drift_score{{model="{stack.model}"}}')
+    for query in dashboard_queries():
+        promql = as_promql(query)
+        may_be_empty = bool(metric_names(query) & MAY_BE_EMPTY) or "ALERTS" in metric_names(query)
+        result = stack.query(promql) if may_be_empty else stack.wait_for(promql, timeout=20)
+        assert may_be_empty or result, f"no data for dashboard query {promql!r}"
+    versions = {
+        r["metric"]["version"] for r in stack.query(f'mlops_gateway_live_f1{{model="{stack.model}"}}')
+    }
+    assert versions == {stack.version}
+    (champion,) = stack.query(f'mlops_gateway_champion_version{{model="{stack.model}"}}')
+    assert champion["value"][1] == stack.version
+    features = {r["metric"]["feature"] for r in stack.query(f'mlops_drift_score{{model="{stack.model}"}}')}
+    assert len(features) == 3
+
+
+def _alerts(stack: Stack) -> dict[str, dict[str, Any]]:
+    out = _http(f"{stack.prometheus}/api/v1/alerts")["data"]["alerts"]
+    return {a["labels"]["alertname"]: a for a in out if a["labels"].get("model") == stack.model}
+
+
+def test_alert_rules_load_and_fire_on_live_data(stack: Stack) -> None:
+    """The stack's rules are loaded and healthy; drift fires at once, the F1 floor goes pending (for: 5m)."""
+    deadline = time.monotonic() + 30
+    while True:
+        groups = _http(f"{stack.prometheus}/api/v1/rules")["data"]["groups"]
+        rules = [r for g in groups for r in g["rules"]]
+        alerts = _alerts(stack)
+        ready = {"MlopsDriftDetected", "MlopsDriftShareHigh", "MlopsLiveF1BelowFloor"} <= set(alerts)
+        if (ready and all(r["health"] == "ok" for r in rules)) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert {r["name"] for r in rules} == {r["alert"] for r in alert_rules()}
+    assert all(r["health"] == "ok" for r in rules), [(r["name"], r.get("lastError")) for r in rules]
+    assert alerts["MlopsDriftDetected"]["state"] == "firing"
+    assert alerts["MlopsDriftShareHigh"]["state"] == "firing"
+    floor = alerts["MlopsLiveF1BelowFloor"]
+    assert floor["state"] == "pending" and floor["labels"]["version"] == stack.version
+    assert float(floor["value"]) < 0.85
+    assert "MlopsGatewayDown" not in {
+        a["labels"]["alertname"] for a in _http(f"{stack.prometheus}/api/v1/alerts")["data"]["alerts"]
+    }
