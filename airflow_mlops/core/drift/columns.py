@@ -55,31 +55,38 @@ def numeric_dist(s: pd.Series) -> tuple[NumericDist, int]:
     return NumericDist.from_sorted(x), missing
 
 
-def mixed_types(s: pd.Series) -> list[str]:
-    """Type names in an object column holding more than one kind of value (empty when uniform)."""
-    import pandas as pd
+def key_types(counts: dict[Any, int]) -> list[str]:
+    """Type names among the categories when they mix text with other values (empty when uniform).
 
-    if s.dtype != object:
-        return []
-    kinds = {type(v).__name__ for v in s.dropna().head(100_000) if not (isinstance(v, float) and pd.isna(v))}
-    if len(kinds) > 1 and not kinds <= {"int", "float"}:
+    Checked on the distinct values only, so it costs nothing next to counting them.
+    """
+    kinds = {type(k).__name__ for k in counts}
+    if len(kinds) > 1 and not kinds <= {"int", "float", "bool"}:
         return sorted(kinds)
     return []
 
 
-def value_counts(s: pd.Series, as_text: bool = False) -> tuple[dict[Any, int], int]:
-    """Counts of the non-missing values of a column (as text when ``as_text``), and the missing count."""
-    if as_text:
-        s = s.dropna().astype(str)
+def value_counts(s: pd.Series) -> tuple[dict[Any, int], int, list[str]]:
+    """Counts of the non-missing values of a column, its missing count, and the value types when
+    they are mixed (the counts are then keyed by text, so ``1`` and ``"1"`` meet)."""
     vc = s.value_counts(dropna=True, sort=False)
-    counts = {to_native(k): int(v) for k, v in zip(vc.index.tolist(), vc.to_numpy().tolist(), strict=False)}
-    return counts, int(len(s) - int(vc.sum()))
+    counts: dict[Any, int] = {}
+    for k, v in zip(vc.index.tolist(), vc.to_numpy().tolist(), strict=True):
+        k = to_native(k)
+        counts[k] = counts.get(k, 0) + int(v)
+    mixed = key_types(counts)
+    if mixed:
+        text: dict[Any, int] = {}
+        for k, v in counts.items():
+            text[str(k)] = text.get(str(k), 0) + v
+        counts = text
+    return counts, int(len(s) - int(vc.sum())), mixed
 
 
-def categorical_dist(s: pd.Series) -> tuple[CategoricalDist, int]:
-    """A :class:`CategoricalDist` of a column, and its missing count (mixed types compared as text)."""
-    counts, missing = value_counts(s, as_text=bool(mixed_types(s)))
-    return CategoricalDist(counts), missing
+def categorical_dist(s: pd.Series) -> tuple[CategoricalDist, int, list[str]]:
+    """A :class:`CategoricalDist` of a column, its missing count, and its value types when mixed."""
+    counts, missing, mixed = value_counts(s)
+    return CategoricalDist(counts), missing, mixed
 
 
 def to_native(v: Any) -> Any:

@@ -18,7 +18,6 @@ from airflow_mlops.core.drift.columns import (
     NUMERIC,
     finite_values,
     is_numeric_series,
-    mixed_types,
     value_counts,
 )
 from airflow_mlops.core.drift.stattests import CategoricalDist, NumericDist
@@ -76,13 +75,12 @@ class _Accumulator:
                     self.retyped.add(name)
                     continue
                 x, m = finite_values(s)
-                self.parts.setdefault(name, []).append(x.copy() if x.base is not None else x)
+                self.parts.setdefault(name, []).append(x)
                 self.missing[name] = self.missing.get(name, 0) + m
             else:
-                as_text = bool(mixed_types(s))
-                if as_text:
+                counts, m, mixed = value_counts(s)
+                if mixed:
                     self.mixed.add(name)
-                counts, m = value_counts(s, as_text=as_text)
                 acc = self.counts.setdefault(name, {})
                 for k, v in counts.items():
                     acc[k] = acc.get(k, 0) + v
@@ -94,9 +92,12 @@ class _Accumulator:
             kind = self.kinds[name]
             if kind == NUMERIC:
                 parts = self.parts.pop(name, [])
-                x = np.concatenate(parts) if len(parts) != 1 else parts[0]
+                if len(parts) == 1:
+                    x = np.sort(parts[0])  # a copy: the caller's frame is never changed
+                else:
+                    x = np.concatenate(parts) if parts else np.zeros(0)
+                    x.sort()
                 del parts
-                x.sort()
                 dist: NumericDist | CategoricalDist = NumericDist.from_sorted(x)
             else:
                 dist = CategoricalDist(self.counts.get(name, {}))

@@ -22,7 +22,6 @@ from airflow_mlops.core.drift.columns import (
     categorical_dist,
     column_kind,
     finite_values,
-    mixed_types,
     to_native,
 )
 from airflow_mlops.core.drift.stattests import LINEAR, CategoricalDist, NumericDist
@@ -60,11 +59,11 @@ class ReferenceColumn:
     dtype: str = ""
 
 
-def quantile_edges(sorted_x: np.ndarray, n_bins: int) -> np.ndarray:
+def quantile_edges(dist: NumericDist, n_bins: int) -> np.ndarray:
     """Interior edges of ``n_bins`` reference-quantile bins (duplicates removed)."""
-    if len(sorted_x) == 0:
+    if dist.n == 0:
         return np.zeros(0)
-    return np.unique(np.quantile(sorted_x, np.arange(1, n_bins) / n_bins, method="linear"))
+    return np.unique(dist.quantiles(np.arange(1, n_bins) / n_bins))
 
 
 def hist_edges(lo: float, hi: float, bins: int) -> np.ndarray:
@@ -100,15 +99,13 @@ def reference_columns_from_frame(
             dist = NumericDist.from_sorted(x)
             edges = hist_edges(float(x[0]), float(x[-1]), hist_bins)
             out[name] = ReferenceColumn(
-                name, NUMERIC, dist, quantile_edges(x, n_bins), edges,
-                np.histogram(x, edges)[0], n_missing, str(s.dtype),
+                name, NUMERIC, dist, quantile_edges(dist, n_bins), edges,
+                dist.histogram(edges), n_missing, str(s.dtype),
             )  # fmt: skip
         else:
-            if mixed_types(s):
-                notes.append(
-                    f"column {name!r} mixes value types {mixed_types(s)} in the reference: compared as text"
-                )
-            cdist, n_missing = categorical_dist(s)
+            cdist, n_missing, mixed = categorical_dist(s)
+            if mixed:
+                notes.append(f"column {name!r} mixes value types {mixed} in the reference: compared as text")
             if cdist.n == 0:
                 notes.append(f"column {name!r} has only missing values in the reference: not tested")
                 continue
@@ -164,7 +161,7 @@ def build_profile(
                 col["values"] = d.values.tolist()
                 col["counts"] = d.counts.tolist()
             else:
-                col["quantiles"] = np.quantile(x, np.linspace(0, 1, n_quantiles + 1)).tolist()
+                col["quantiles"] = d.quantiles(np.linspace(0, 1, n_quantiles + 1)).tolist()
             out_cols[name] = col
         else:
             d = rc.dist
@@ -224,8 +221,9 @@ def reference_columns_from_profile(profile: dict[str, Any]) -> dict[str, Referen
                     cdf=np.linspace(0, 1, len(q)),
                     n=int(col["count"]),
                     kind=LINEAR,
-                    std=float(col["std"]),
+                    std_=float(col["std"]),
                     n_unique=int(col["n_unique"]),
+                    uniform=True,
                 )
             out[name] = ReferenceColumn(
                 name, NUMERIC, dist, np.asarray(col["bin_edges"], dtype=float),

@@ -37,53 +37,51 @@ KS_EXACT_MAX_N = 10_000
 class NumericDist:
     """A numeric distribution: CDF values ``cdf`` at sorted ``points`` (NaN/inf removed).
 
-    :param points: sorted support points (may repeat for raw data).
-    :param cdf: CDF at each point (right-continuous for ``step``), ending at 1.
+    :param points: sorted support points (repeating for raw data).
+    :param cdf: CDF at each point (right-continuous for ``step``), ending at 1; None for raw data,
+        whose CDF at point ``i`` is ``(i + 1) / n`` up to ties.
     :param n: number of observations behind it.
     :param kind: ``step`` (exact) or ``linear`` (interpolated between points).
-    :param std: population standard deviation (ddof=0) of the observations.
+    :param std: population standard deviation (ddof=0); computed on first use for raw data.
     :param values: the distinct values when known exactly (few of them), else None.
     :param counts: counts of ``values``.
-    :param n_unique: number of distinct values (a lower bound when ``values`` is None and unknown).
-    :param raw: the sorted raw observations, when at hand (exact KS p-values of small samples).
+    :param n_unique: number of distinct values.
+    :param raw: True when ``points`` are the raw sorted observations.
     """
 
     points: np.ndarray
-    cdf: np.ndarray
+    cdf: np.ndarray | None
     n: int
     kind: str
-    std: float
+    std_: float | None = None
     values: np.ndarray | None = None
     counts: np.ndarray | None = None
     n_unique: int = 0
-    raw: np.ndarray | None = None
+    raw: bool = False
+    uniform: bool = False  # a ``linear`` grid whose CDF steps evenly (a profile's quantiles)
+
+    @property
+    def std(self) -> float:
+        if self.std_ is None:
+            self.std_ = float(np.std(self.points)) if self.n else float("nan")
+        return self.std_
 
     @classmethod
-    def from_sorted(cls, x: np.ndarray, std: float | None = None) -> NumericDist:
-        """An exact distribution from sorted finite observations."""
+    def from_sorted(cls, x: np.ndarray) -> NumericDist:
+        """An exact distribution from sorted finite observations (kept, not copied)."""
         n = len(x)
         if n == 0:
-            return cls(x, x.astype(float), 0, STEP, float("nan"), x, np.zeros(0, dtype=np.int64), 0, x)
+            return cls(x, None, 0, STEP, float("nan"), x, np.zeros(0, dtype=np.int64), 0, True)
         new = np.empty(n, dtype=bool)
         new[0] = True
         np.not_equal(x[1:], x[:-1], out=new[1:])
-        n_unique = int(new.sum())
+        n_unique = int(np.count_nonzero(new))
         values = counts = None
         if n_unique <= 1000:
             starts = np.flatnonzero(new)
             values = x[starts]
             counts = np.diff(np.append(starts, n))
-        return cls(
-            points=x,
-            cdf=np.arange(1, n + 1, dtype=float) / n,
-            n=n,
-            kind=STEP,
-            std=float(np.std(x)) if std is None else std,
-            values=values,
-            counts=counts,
-            n_unique=n_unique,
-            raw=x,
-        )
+        return cls(x, None, n, STEP, None, values, counts, n_unique, True)
 
     @classmethod
     def from_counts(cls, values: np.ndarray, counts: np.ndarray, std: float) -> NumericDist:
@@ -97,11 +95,29 @@ class NumericDist:
         if self.kind == LINEAR:
             return np.interp(x, self.points, self.cdf, left=0.0, right=1.0)
         idx = np.searchsorted(self.points, x, side="right")
+        if self.raw:
+            return idx / self.n
         return np.where(idx > 0, self.cdf[np.maximum(idx - 1, 0)], 0.0)
 
-    def unique_values(self) -> np.ndarray | None:
-        """Distinct values, when known exactly."""
-        return self.values
+    def quantiles(self, qs: np.ndarray) -> np.ndarray:
+        """Quantiles as ``np.quantile(method="linear")`` gives them on the raw data."""
+        if self.raw:
+            pos = qs * (self.n - 1)
+            lo = np.floor(pos).astype(np.int64)
+            hi = np.minimum(lo + 1, self.n - 1)
+            frac = pos - lo
+            return self.points[lo] + (self.points[hi] - self.points[lo]) * frac
+        if self.kind == LINEAR:
+            return np.interp(qs, self.cdf, self.points)
+        return np.quantile(np.repeat(self.points, self.counts), qs)
+
+    def histogram(self, edges: np.ndarray) -> np.ndarray:
+        """Counts in the bins of ``edges`` (the last bin closed, as ``np.histogram``)."""
+        if self.raw:
+            pos = np.searchsorted(self.points, edges, side="left")
+            pos[-1] = np.searchsorted(self.points, edges[-1], side="right")
+            return np.diff(pos)
+        return np.round(np.diff(self.cdf_at(edges)) * self.n).astype(np.int64)
 
 
 @dataclass
@@ -130,7 +146,10 @@ def _merged(ref: NumericDist, cur: NumericDist) -> tuple[np.ndarray, np.ndarray,
     for dist, mine in ((ref, is_ref), (cur, ~is_ref)):
         if dist.kind == STEP:
             seen = np.cumsum(mine)
-            f = np.where(seen > 0, dist.cdf[np.maximum(seen - 1, 0)], 0.0)
+            if dist.raw:
+                f = seen / dist.n
+            else:
+                f = np.where(seen > 0, dist.cdf[np.maximum(seen - 1, 0)], 0.0)
             diffs.append(f)
             lefts.append(f[:-1])  # constant up to the next point
         else:
@@ -146,11 +165,21 @@ def _merged(ref: NumericDist, cur: NumericDist) -> tuple[np.ndarray, np.ndarray,
 
 
 def wasserstein(ref: NumericDist, cur: NumericDist) -> float:
-    """First Wasserstein distance, ``scipy.stats.wasserstein_distance`` for exact inputs."""
-    if ref.kind == STEP and cur.kind == STEP and ref.raw is not None and cur.raw is not None:
-        if len(ref.raw) == len(cur.raw):
-            # Equal sizes: the quantile functions step together.
-            return float(np.mean(np.abs(ref.raw - cur.raw)))
+    """First Wasserstein distance, ``scipy.stats.wasserstein_distance`` for exact inputs.
+
+    It is the area between the two quantile functions, computed without a merge of the samples when
+    both are raw (exact), or when the reference is a profile's even quantile grid (midpoint rule on
+    the current sample's steps: error O(1/m^2) per step plus the grid's own interpolation error).
+    """
+    if ref.raw and cur.raw:
+        return _wasserstein_sorted(ref.points, cur.points)
+    if ref.kind == LINEAR and ref.uniform and cur.raw:
+        m, k = cur.n, len(ref.points) - 1
+        pos = (np.arange(m, dtype=np.float64) + 0.5) * (k / m)
+        lo = np.minimum(pos.astype(np.int64), k - 1)
+        q = ref.points
+        qr = q[lo] + (q[lo + 1] - q[lo]) * (pos - lo)
+        return float(np.mean(np.abs(qr - cur.points)))
     x, d, d_left, _ = _merged(ref, cur)
     dx = np.diff(x)
     a, b = d[:-1], d_left
@@ -160,6 +189,23 @@ def wasserstein(ref: NumericDist, cur: NumericDist) -> float:
         crossing = np.where(absa + absb > 0, (a * a + b * b) / (2 * (absa + absb)), 0.0)
     area = np.where(same, (absa + absb) / 2, crossing)
     return float(np.dot(area, dx))
+
+
+def _wasserstein_sorted(u: np.ndarray, v: np.ndarray) -> float:
+    """Exact W1 of two sorted samples: their quantile functions step at i/n and j/m."""
+    n, m = len(u), len(v)
+    if n == m:
+        return float(np.mean(np.abs(u - v)))
+    # Breakpoints i/n and j/m scaled by n*m to integers, merged (two sorted runs: a linear merge).
+    b = np.sort(
+        np.concatenate([np.arange(1, n + 1, dtype=np.int64) * m, np.arange(1, m + 1, dtype=np.int64) * n]),
+        kind="stable",
+    )
+    b = b[np.concatenate([b[1:] != b[:-1], [True]])]
+    width = np.diff(b, prepend=0)
+    iu = (b + m - 1) // m - 1
+    iv = (b + n - 1) // n - 1
+    return float(np.dot(np.abs(u[iu] - v[iv]), width) / (n * m))
 
 
 def wasserstein_norm(ref: NumericDist, cur: NumericDist) -> float:

@@ -1,0 +1,291 @@
+"""Drift engine vs Evidently 0.7.23's DataDriftPreset, and vs the sort+factorize floor, in one run.
+
+Run: ``python benchmarks/bench_drift.py`` (any Python 3.10+). Evidently 0.7.23 needs pandas < 3, so the
+script makes a separate virtualenv ``.venv-bench`` (evidently==0.7.23, pandas<3, this package without
+its Airflow dependencies) on first use and re-executes itself there.
+
+Data: seeded synthetic frames, 15 numeric and 5 categorical columns, 6 of them shifted in the current
+frame; 100k and 1M rows on each side. Every measurement runs in a forked child, so its peak memory
+(VmHWM) is its own. Options: ``--sizes 100000,1000000``, ``--big-rows 10000000`` (0 skips the run of
+10M current rows read from Parquet against a profile), ``--no-evidently``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_VENV = ROOT / ".venv-bench"
+N_NUM, N_CAT = 15, 5
+SHIFTED_NUM = {0: ("mean", 0.5), 3: ("scale", 1.6), 7: ("mean", 0.15)}
+SHIFTED_CAT = {0: 0.35, 2: 0.12, 4: 0.02}
+
+
+def ensure_bench_env() -> None:
+    """Re-execute inside .venv-bench (made on first use) unless Evidently already imports here."""
+    if os.environ.get("MLOPS_BENCH_CHILD") == "1":
+        return
+    try:
+        import evidently  # noqa: F401
+        import pandas as pd
+
+        if pd.__version__.startswith("2."):
+            return
+    except Exception:  # noqa: BLE001 - any import failure means: use the bench venv
+        pass
+    py = BENCH_VENV / "bin" / "python"
+    if not py.exists():
+        print(f"creating {BENCH_VENV} (evidently==0.7.23, pandas<3) ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
+        pip = [str(py), "-m", "pip", "install", "-q"]
+        subprocess.run([*pip, "evidently==0.7.23", "pandas<3", "numpy", "scipy", "pyarrow"], check=True)
+        subprocess.run([*pip, "--no-deps", "-e", str(ROOT)], check=True)
+    env = {**os.environ, "MLOPS_BENCH_CHILD": "1", "PYTHONWARNINGS": "ignore"}
+    os.execve(str(py), [str(py), __file__, *sys.argv[1:]], env)
+
+
+def make_frames(n: int, seed: int = 7):
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    ref, cur = {}, {}
+    for i in range(N_NUM):
+        mu, sd = rng.uniform(-5, 5), rng.uniform(0.5, 3)
+        ref[f"num_{i}"] = rng.normal(mu, sd, n)
+        kind, amount = SHIFTED_NUM.get(i, ("none", 0.0))
+        if kind == "mean":
+            cur[f"num_{i}"] = rng.normal(mu + amount * sd, sd, n)
+        elif kind == "scale":
+            cur[f"num_{i}"] = rng.normal(mu, sd * amount, n)
+        else:
+            cur[f"num_{i}"] = rng.normal(mu, sd, n)
+    for j in range(N_CAT):
+        k = 3 + 2 * j
+        cats = np.array([f"c{j}_{v}" for v in range(k)], dtype=object)
+        p = rng.dirichlet(np.ones(k) * 3)
+        ref[f"cat_{j}"] = cats[rng.choice(k, n, p=p)]
+        q = p.copy()
+        if j in SHIFTED_CAT:
+            q = (1 - SHIFTED_CAT[j]) * p + SHIFTED_CAT[j] * np.eye(k)[0]
+        cur[f"cat_{j}"] = cats[rng.choice(k, n, p=q)]
+    return pd.DataFrame(ref), pd.DataFrame(cur)
+
+
+def _vm(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def in_child(fn, *args):
+    """Run ``fn(*args)`` in a forked child: (result, seconds, extra peak bytes over the fork)."""
+    import pickle
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            base = _vm("VmRSS")
+            t0 = time.perf_counter()
+            res = fn(*args)
+            dt = time.perf_counter() - t0
+            payload = pickle.dumps((res, dt, _vm("VmHWM") - base, None))
+        except BaseException as e:  # noqa: BLE001 - reported to the parent
+            payload = pickle.dumps((None, 0.0, 0, repr(e)))
+        with os.fdopen(w, "wb") as f:
+            f.write(payload)
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    res, dt, peak, err = pickle.loads(data)
+    if err:
+        raise RuntimeError(err)
+    return res, dt, peak
+
+
+def floor_task(ref, cur):
+    import numpy as np
+    import pandas as pd
+
+    for frame in (ref, cur):
+        for c in frame.columns:
+            if c.startswith("num_"):
+                np.sort(frame[c].to_numpy())
+            else:
+                pd.factorize(frame[c])
+    return None
+
+
+def ours_task(ref, cur):
+    from airflow_mlops.core.drift import detect_drift
+
+    rep = detect_drift(ref, cur)
+    return {c.column: (c.test, c.score, c.drifted) for c in rep.columns}, rep.drift_detected
+
+
+def ours_profile_task(profile, cur):
+    from airflow_mlops.core.drift import detect_drift
+
+    rep = detect_drift(profile, cur)
+    return {c.column: (c.test, c.score, c.drifted) for c in rep.columns}, rep.drift_detected
+
+
+def profile_task(ref):
+    from airflow_mlops.core.drift import build_profile
+
+    return build_profile(ref)
+
+
+EVIDENTLY_TESTS = {
+    "K-S p_value": ("ks", lambda s, t: s <= t),
+    "chi-square p_value": ("chisquare", lambda s, t: s < t),
+    "Z-test p_value": ("z", lambda s, t: s < t),
+    "Wasserstein distance (normed)": ("wasserstein", lambda s, t: s >= t),
+    "Jensen-Shannon distance": ("jensenshannon", lambda s, t: s >= t),
+    "PSI": ("psi", lambda s, t: s >= t),
+}
+
+
+def evidently_task(ref, cur):
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    dd = DataDefinition(
+        numerical_columns=[c for c in ref.columns if c.startswith("num_")],
+        categorical_columns=[c for c in ref.columns if c.startswith("cat_")],
+    )
+    snap = Report([DataDriftPreset()]).run(
+        Dataset.from_pandas(cur, data_definition=dd), Dataset.from_pandas(ref, data_definition=dd)
+    )
+    cols, dataset = {}, None
+    for m in snap.dict()["metrics"]:
+        cfg = m["config"]
+        if cfg["type"].endswith("ValueDrift"):
+            test, cmp = EVIDENTLY_TESTS[cfg["method"]]
+            cols[cfg["column"]] = (test, float(m["value"]), bool(cmp(float(m["value"]), cfg["threshold"])))
+        elif cfg["type"].endswith("DriftedColumnsCount"):
+            dataset = m["value"]["share"] >= cfg["drift_share"]
+    return cols, dataset
+
+
+def agree(a, b) -> tuple[bool, list[str]]:
+    diffs = []
+    for col, (test, score, drifted) in a[0].items():
+        o = b[0].get(col)
+        if o is None or o[0] != test or o[2] != drifted:
+            diffs.append(f"{col}: {test} {score:.6g} {drifted} vs {o}")
+    return (not diffs and a[1] == b[1]), diffs
+
+
+def big_run(profile, rows: int, tmp: Path) -> tuple[float, int, int, bool]:
+    """10M current rows from Parquet files, read in chunks, against the profile."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp / f"current-{rows}"
+    folder.mkdir(parents=True, exist_ok=True)
+    per = 1_000_000
+    for i in range(0, rows, per):
+        _, cur = make_frames(min(per, rows - i), seed=100 + i // per)
+        pq.write_table(
+            pa.Table.from_pandas(cur, preserve_index=False), folder / f"part-{i // per:03d}.parquet"
+        )
+    size = sum(f.stat().st_size for f in folder.glob("*.parquet"))
+
+    def task():
+        from airflow_mlops.core.drift import detect_drift
+        from airflow_mlops.core.drift.current import summarize_path
+
+        kinds = {k: v["kind"] for k, v in profile["columns"].items()}
+        return detect_drift(profile, summarize_path(folder, kinds, chunk_rows=500_000)).drift_detected
+
+    detected, dt, peak = in_child(task)
+    return dt, peak, size, detected
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="100000,1000000")
+    ap.add_argument("--big-rows", type=int, default=10_000_000)
+    ap.add_argument("--no-evidently", action="store_true")
+    args = ap.parse_args()
+    if not args.no_evidently:
+        ensure_bench_env()
+    import tempfile
+
+    import pandas as pd
+    import scipy.spatial.distance  # noqa: F401 - imported once here, not timed in every child
+    import scipy.stats  # noqa: F401
+
+    import airflow_mlops.core.drift  # noqa: F401
+
+    if not args.no_evidently:
+        import evidently.presets  # noqa: F401
+
+    print(
+        f"pandas {pd.__version__}; {N_NUM} numeric + {N_CAT} categorical columns; cells = rows x 20 x 2 frames"
+    )
+    header = f"{'rows':>9} {'engine':<16} {'seconds':>8} {'Mcells/s':>9} {'vs evid.':>9} {'vs floor':>9} {'peak MB':>8}"
+    print(header)
+    last = {}
+    all_agree = True
+    profile = None
+    for n in [int(s) for s in args.sizes.split(",")]:
+        ref, cur = make_frames(n)
+        inputs = int(ref.memory_usage(deep=True).sum() + cur.memory_usage(deep=True).sum())
+        cells = n * (N_NUM + N_CAT) * 2
+        _, t_floor, _ = in_child(floor_task, ref, cur)
+        ours, t_ours, m_ours = in_child(ours_task, ref, cur)
+        profile, t_prof_build, _ = in_child(profile_task, ref)
+        ours_p, t_prof, m_prof = in_child(ours_profile_task, profile, cur)
+        rows = [
+            ("floor (sort+fact.)", t_floor, 0),
+            ("ours (raw ref)", t_ours, m_ours),
+            ("ours (profile)", t_prof, m_prof),
+        ]
+        t_ev = None
+        if not args.no_evidently:
+            ev, t_ev, m_ev = in_child(evidently_task, ref, cur)
+            rows.append(("evidently 0.7.23", t_ev, m_ev))
+            ok, diffs = agree(ours, ev)
+            ok_p, diffs_p = agree(ours_p, ev)
+            all_agree = all_agree and ok and ok_p
+        for name, t, mem in rows:
+            vs_ev = f"{t_ev / t:9.1f}" if t_ev else f"{'-':>9}"
+            print(
+                f"{n:>9} {name:<16} {t:8.3f} {cells / t / 1e6:9.1f} {vs_ev} {t / t_floor:9.2f} {mem / 2**20:8.0f}"
+            )
+        print(
+            f"{n:>9} inputs {inputs / 2**20:.0f} MB; our peak over inputs: raw {m_ours / inputs:.2f}x, profile "
+            f"{m_prof / inputs:.2f}x; profile built in {t_prof_build:.2f}s, "
+            f"{len(__import__('json').dumps(profile)) / 1024:.0f} KB"
+        )
+        if not args.no_evidently:
+            print(f"{n:>9} verdicts agree with Evidently: raw {ok}, profile {ok_p} {diffs + diffs_p}")
+            print(f"{n:>9} dataset drift: ours {ours[1]}, evidently {ev[1]}")
+        last = {"speedup": (t_ev / t_ours) if t_ev else float("nan"), "floor": t_ours / t_floor}
+    if args.big_rows and profile is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            dt, peak, size, detected = big_run(profile, args.big_rows, Path(tmp))
+        print(
+            f"{args.big_rows} current rows x 20 from Parquet ({size / 2**20:.0f} MB on disk) vs profile: "
+            f"{dt:.1f}s, peak {peak / 2**20:.0f} MB over the interpreter, drift {detected}"
+        )
+    print(
+        f"drift_speedup_1m={last.get('speedup', float('nan')):.1f} floor_ratio_1m={last.get('floor', float('nan')):.2f} "
+        f"verdicts_agree={'true' if all_agree else 'false'}"
+    )
+
+
+if __name__ == "__main__":
+    main()
