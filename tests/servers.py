@@ -183,20 +183,3 @@ def start_pushgateway(root: Path) -> tuple[subprocess.Popen, str]:
         raise RuntimeError((root / "pushgateway.log").read_text()[-3000:]) from None
     return proc, url
 
-
-def start_pushgateway(root: Path) -> tuple[subprocess.Popen, str]:
-    """A real Prometheus Pushgateway (Debian's ``prometheus-pushgateway``) on a free port, no persistence."""
-    port = free_port()
-    root.mkdir(parents=True, exist_ok=True)
-    log = open(root / "pushgateway.log", "wb")  # noqa: SIM115 - kept open for the process's life
-    proc = subprocess.Popen(
-        ["prometheus-pushgateway", f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/-/ready", timeout=30, proc=proc)
-    except Exception:
-        stop(proc)
-        raise RuntimeError((root / "pushgateway.log").read_text()[-3000:]) from None
-    return proc, url
