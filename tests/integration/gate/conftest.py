@@ -20,8 +20,14 @@ def _frame(dataset: str):
     return loader(as_frame=True).frame
 
 
-def make_version(tracking_uri: str, name: str, estimator: str, params: dict | None = None,
-                 dataset: str = "breast_cancer", test_size: float = 0.2) -> dict[str, Any]:
+def make_version(
+    tracking_uri: str,
+    name: str,
+    estimator: str,
+    params: dict | None = None,
+    dataset: str = "breast_cancer",
+    test_size: float = 0.2,
+) -> dict[str, Any]:
     """Train ``estimator`` on a scikit-learn dataset and register it as a new version of ``name``."""
     from airflow_mlops.core.model_logging import DatasetInfo, ensure_experiment, log_model_run
     from airflow_mlops.core.tracking import MlflowTarget

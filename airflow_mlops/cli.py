@@ -1,0 +1,146 @@
+"""``airflow-mlops``: the provider's command line, for CI systems and shells (no Airflow needed).
+
+Subcommands register themselves in :data:`SUBCOMMANDS`: a function that adds a subparser and sets
+``func`` (called with the parsed arguments, returning the exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from airflow_mlops import __version__
+from airflow_mlops.core.errors import MlopsInputError, MlopsServiceError
+
+EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
+
+Subparsers = Any  # argparse's _SubParsersAction is private
+
+
+def add_gate_command(sub: Subparsers) -> None:
+    """``airflow-mlops gate``: evaluate a gate spec on a model version; exit 0 on pass, 1 on fail."""
+    p = sub.add_parser(
+        "gate",
+        help="Evaluate a validation gate on a model version (exit 0: passed, 1: failed, 2: bad input).",
+        description=(
+            "Evaluate a gate spec (YAML/JSON) on a registered model version, print the verdict table, "
+            "and tag the verdict on the version (mlops.gate.<name>). Exit code 0: passed; 1: failed, or "
+            "still without enough live evidence after --wait; 2: bad input or an unreachable service "
+            "(nothing tagged)."
+        ),
+    )
+    p.add_argument("--spec", required=True, help="gate spec file (.yaml, .yml or .json)")
+    p.add_argument("--model", required=True, help="registered model name")
+    p.add_argument("--version", required=True, help="candidate model version")
+    p.add_argument(
+        "--tracking-uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI"),
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI); credentials from MLFLOW_TRACKING_USERNAME/"
+        "PASSWORD or MLFLOW_TRACKING_TOKEN",
+    )
+    p.add_argument(
+        "--registry-uri",
+        default=os.environ.get("MLFLOW_REGISTRY_URI"),
+        help="MLflow registry URI if different",
+    )
+    p.add_argument(
+        "--prometheus-url",
+        default=os.environ.get("PROMETHEUS_URL"),
+        help="Prometheus base URL for a prometheus source without 'url' (default: $PROMETHEUS_URL); "
+        "credentials from PROMETHEUS_USERNAME/PASSWORD or PROMETHEUS_TOKEN",
+    )
+    p.add_argument("--promote-alias", help="alias set on the version when it passes (overrides the spec's)")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="for live sources: keep evaluating while evidence is too thin, up to this long",
+    )
+    p.add_argument(
+        "--poll-interval", type=float, default=15.0, metavar="SECONDS", help="pause between evaluations"
+    )
+    p.add_argument("--dry-run", action="store_true", help="evaluate only: tag nothing, move no alias")
+    p.add_argument("--json", dest="json_out", metavar="FILE", help="also write the verdict as JSON to FILE")
+    p.set_defaults(func=run_gate_command)
+
+
+def run_gate_command(args: argparse.Namespace) -> int:
+    """Run ``gate``: evaluate (waiting up to ``--wait`` for live evidence), print, record, exit code."""
+    from airflow_mlops.core.gate import load_spec, record_verdict, run_gate
+    from airflow_mlops.core.promql import PromClient
+    from airflow_mlops.core.tracking import MlflowTarget
+
+    if not args.tracking_uri:
+        raise MlopsInputError("No MLflow tracking URI: pass --tracking-uri or set MLFLOW_TRACKING_URI.")
+    if args.wait < 0 or args.poll_interval <= 0:
+        raise MlopsInputError("--wait must be >= 0 and --poll-interval > 0 (seconds).")
+    spec = load_spec(args.spec)
+    target = MlflowTarget(
+        tracking_uri=args.tracking_uri,
+        registry_uri=args.registry_uri,
+        username=os.environ.get("MLFLOW_TRACKING_USERNAME"),
+        password=os.environ.get("MLFLOW_TRACKING_PASSWORD"),
+        token=os.environ.get("MLFLOW_TRACKING_TOKEN"),
+    )
+    prometheus = None
+    if spec.source.kind == "prometheus" and not spec.source.url and args.prometheus_url:
+        prometheus = PromClient(
+            args.prometheus_url,
+            username=os.environ.get("PROMETHEUS_USERNAME"),
+            password=os.environ.get("PROMETHEUS_PASSWORD"),
+            token=os.environ.get("PROMETHEUS_TOKEN"),
+            timeout=spec.source.timeout,
+        )
+    deadline = time.monotonic() + args.wait
+    while True:
+        verdict = run_gate(spec, args.model, args.version, target, prometheus=prometheus)
+        if verdict.decided or time.monotonic() + args.poll_interval > deadline:
+            break
+        print(f"{verdict.summary()} - evaluating again in {args.poll_interval:g}s", file=sys.stderr)
+        time.sleep(args.poll_interval)
+    print(verdict.table())
+    if verdict.decided and not args.dry_run:
+        record_verdict(target, verdict, args.promote_alias or spec.promote_alias)
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(verdict.to_dict(), f, indent=2, sort_keys=True)
+    print(verdict.summary())
+    return EXIT_PASS if verdict.passed else EXIT_FAIL
+
+
+# Other subcommands (e.g. ``demo``) add their registration function here.
+SUBCOMMANDS: list[Callable[[Subparsers], None]] = [add_gate_command]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(prog="airflow-mlops", description="Airflow MLOps provider tools.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for register in SUBCOMMANDS:
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``airflow-mlops`` console script; returns the exit code.
+
+    :param argv: arguments (default: ``sys.argv[1:]``).
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (MlopsInputError, MlopsServiceError) as e:
+        # A clear one-line message, no traceback: the message names the problem and the fix.
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
