@@ -110,6 +110,10 @@ def log_model_run(
             sample_path = Path(tmp) / Path(REFERENCE_SAMPLE_ARTIFACT).name
             sample.to_parquet(sample_path, index=False)
             mlflow.log_artifact(str(sample_path), artifact_path=str(Path(REFERENCE_SAMPLE_ARTIFACT).parent))
+        # The DriftSensor's reference: a compact profile of every training row, not just the sample.
+        from airflow_mlops.core.drift.profile import PROFILE_ARTIFACT, build_profile
+
+        mlflow.log_dict(build_profile(outcome.X_train), PROFILE_ARTIFACT)
         if outcome.candidate_scores:
             mlflow.log_dict({"candidates": outcome.candidate_scores}, "model_selection.json")
         for path, payload in (extra_artifacts or {}).items():

@@ -1,0 +1,67 @@
+"""PushgatewayHook: a Prometheus Pushgateway from an Airflow connection of type ``pushgateway``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import BaseHook
+
+
+class PushgatewayHook(BaseHook):
+    """Push metrics to a Prometheus Pushgateway.
+
+    The connection's host is ``http(s)://host`` (or a bare host), its port the gateway's port;
+    login/password give basic auth.
+
+    :param pushgateway_conn_id: the connection id.
+    """
+
+    conn_name_attr = "pushgateway_conn_id"
+    default_conn_name = "pushgateway_default"
+    conn_type = "pushgateway"
+    hook_name = "Prometheus Pushgateway"
+
+    def __init__(self, pushgateway_conn_id: str = default_conn_name) -> None:
+        super().__init__()
+        self.pushgateway_conn_id = pushgateway_conn_id
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Labels and placeholders for the connection form in the Airflow UI."""
+        return {
+            "hidden_fields": ["schema", "extra"],
+            "relabeling": {"host": "Pushgateway URL"},
+            "placeholders": {"host": "http://pushgateway", "port": "9091"},
+        }
+
+    def settings(self) -> tuple[str, str | None, str | None]:
+        """``(url, username, password)`` of the gateway."""
+        conn = self.get_connection(self.pushgateway_conn_id)
+        host = (conn.host or "").strip().rstrip("/")
+        if not host:
+            raise ValueError(
+                f"Connection {self.pushgateway_conn_id!r} has no host: set it to the Pushgateway URL."
+            )
+        if "://" not in host:
+            host = f"{conn.schema or 'http'}://{host}"
+        if conn.port and host.count(":") == 1:
+            host = f"{host}:{conn.port}"
+        return host, conn.login or None, conn.password or None
+
+    def push_drift(self, summary: dict[str, Any], model: str) -> None:
+        """Push the drift gauges of a report summary (see :mod:`airflow_mlops.core.drift.export`)."""
+        from airflow_mlops.core.drift.export import push_drift_metrics
+
+        url, user, password = self.settings()
+        push_drift_metrics(url, summary, model, username=user, password=password)
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Check that the gateway answers."""
+        import urllib.request
+
+        try:
+            url, _, _ = self.settings()
+            with urllib.request.urlopen(f"{url}/-/ready", timeout=5) as r:
+                return r.status == 200, f"Pushgateway answered {r.status}"
+        except Exception as e:  # noqa: BLE001 - reported to the UI, not raised
+            return False, str(e)
