@@ -32,7 +32,10 @@ def get_provider_info() -> dict[str, Any]:
         "hooks": [
             _modules("MLflow", "hooks.mlflow"),
             _modules("DVC", "hooks.dvc"),
+            _modules("Prometheus", "hooks.pushgateway"),
         ],
+        "sensors": [_modules("MLOps", "sensors.drift")],
+        "triggers": [_modules("MLOps", "triggers.drift")],
         "operators": [_modules("MLOps", "operators.train")],
         "connection-types": [
             {
@@ -44,6 +47,11 @@ def get_provider_info() -> dict[str, Any]:
                 "connection-type": "dvc",
                 "hook-class-name": "airflow_mlops.hooks.dvc.DvcHook",
                 "hook-name": "DVC",
+            },
+            {
+                "connection-type": "pushgateway",
+                "hook-class-name": "airflow_mlops.hooks.pushgateway.PushgatewayHook",
+                "hook-name": "Prometheus Pushgateway",
             },
         ],
         "extra-links": ["airflow_mlops.links.mlflow.MlflowRunLink"],
