@@ -31,6 +31,7 @@ def read_dvc_bytes(
     import dvc.api
     from dvc.exceptions import DvcException, PathMissingError
     from dvc.repo import Repo
+    from dvc.scm import RevError as DvcRevError
     from scmrepo.exceptions import RevError
 
     try:
@@ -42,7 +43,7 @@ def read_dvc_bytes(
         raise MlopsInputError(
             f"{path!r} is not in DVC repo {repo} at revision {rev or 'HEAD'}: check path and rev."
         ) from e
-    except RevError as e:
+    except (RevError, DvcRevError) as e:
         raise MlopsInputError(
             f"Revision {rev!r} does not exist in {repo}: give a branch, tag or commit."
         ) from e
