@@ -61,4 +61,4 @@ def test_settings_apply_only_inside_activate(monkeypatch):
 def test_missing_host_is_a_clear_error(monkeypatch):
     monkeypatch.setenv(*conn_env("empty", {"conn_type": "mlflow"}))
     with pytest.raises(ValueError, match="no host"):
-        MlflowHook("empty").target
+        _ = MlflowHook("empty").target
