@@ -45,14 +45,48 @@ class Column:
     type: str
 
 
-@dataclass
 class Batch:
-    """Validated request rows: the frame the model takes, and its columns for the prediction log."""
+    """Validated request rows: a float matrix (all-numeric models) or one array per column.
 
-    X: pd.DataFrame
-    columns: dict[str, np.ndarray]
-    n_rows: int
-    matrix: np.ndarray | None = None
+    The DataFrame is built only when something asks for it: the matrix path never does.
+    """
+
+    __slots__ = ("names", "matrix", "n_rows", "_columns", "_X")
+
+    def __init__(
+        self,
+        names: list[str],
+        n_rows: int,
+        *,
+        matrix: np.ndarray | None = None,
+        columns: dict[str, np.ndarray] | None = None,
+        X: pd.DataFrame | None = None,
+    ) -> None:
+        self.names = names
+        self.n_rows = n_rows
+        self.matrix = matrix
+        self._columns = columns
+        self._X = X
+
+    @property
+    def columns(self) -> dict[str, np.ndarray]:
+        """One array per column."""
+        if self._columns is None:
+            assert self.matrix is not None
+            self._columns = {c: self.matrix[:, j] for j, c in enumerate(self.names)}
+        return self._columns
+
+    @property
+    def X(self) -> pd.DataFrame:
+        """The DataFrame the model's pipeline takes."""
+        if self._X is None:
+            import pandas as pd
+
+            if self.matrix is not None:
+                self._X = pd.DataFrame(self.matrix, columns=self.names, copy=False)
+            else:
+                self._X = pd.DataFrame(self.columns, columns=self.names, copy=False)
+        return self._X
 
 
 @dataclass
@@ -124,7 +158,7 @@ class LoadedModel:
                 )
         if not self.columns:
             X = pd.DataFrame.from_records(list(records))
-            return Batch(X, {c: X[c].to_numpy() for c in X.columns}, len(X))
+            return Batch(list(X.columns), len(X), columns={c: X[c].to_numpy() for c in X.columns}, X=X)
         names = self._names
         getter = self._getter
         try:
@@ -135,9 +169,7 @@ class LoadedModel:
             # Fast path: one float matrix, one pandas block.
             if not set(map(type, chain.from_iterable(rows))) <= _ACCEPTED["number"]:
                 self._raise_type(records)
-            matrix = np.array(rows, dtype=np.float64)
-            X = pd.DataFrame(matrix, columns=names, copy=False)
-            return Batch(X, {c: matrix[:, j] for j, c in enumerate(names)}, len(rows), matrix)
+            return Batch(names, len(rows), matrix=np.array(rows, dtype=np.float64))
         cols: dict[str, np.ndarray] = {}
         for j, col in enumerate(self.columns):
             values = [row[j] for row in rows]
@@ -150,7 +182,7 @@ class LoadedModel:
                 arr = np.empty(len(values), dtype=object)
                 arr[:] = values
                 cols[col.name] = arr
-        return Batch(pd.DataFrame(cols, copy=False), cols, len(rows))
+        return Batch(names, len(rows), columns=cols)
 
     def _raise_missing(self, records: Sequence[dict[str, Any]]) -> None:
         for i, r in enumerate(records):

@@ -24,6 +24,8 @@ from airflow_mlops.core import prediction_log as contract
 if TYPE_CHECKING:
     import numpy as np
 
+    from airflow_mlops.serving.models import Batch
+
 log = logging.getLogger(__name__)
 
 
@@ -33,9 +35,12 @@ class _Entry:
     version: str
     request_id: str
     ts_us: int
-    columns: dict[str, np.ndarray]
+    batch: Batch
     predictions: np.ndarray
-    n_rows: int
+
+    @property
+    def n_rows(self) -> int:
+        return self.batch.n_rows
 
 
 class PredictionLogWriter:
@@ -73,25 +78,17 @@ class PredictionLogWriter:
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
-    def add(
-        self,
-        model: str,
-        version: str,
-        request_id: str,
-        columns: dict[str, np.ndarray],
-        predictions: np.ndarray,
-        n_rows: int,
-    ) -> None:
+    def add(self, model: str, version: str, request_id: str, batch: Batch, predictions: np.ndarray) -> None:
         """Queue the rows of one request (cheap: no copy, no I/O).
 
         :param model: model name.
         :param version: the version that answered.
         :param request_id: the request id.
-        :param columns: feature columns, one array per column.
+        :param batch: the validated input rows.
         :param predictions: the predictions, one per row.
-        :param n_rows: number of rows.
         """
-        entry = _Entry(model, version, request_id, time.time_ns() // 1000, columns, predictions, n_rows)
+        n_rows = batch.n_rows
+        entry = _Entry(model, version, request_id, time.time_ns() // 1000, batch, predictions)
         with self._lock:
             if self._closed or self._pending_rows + n_rows > self.max_pending_rows:
                 dropped = True
@@ -134,18 +131,27 @@ class PredictionLogWriter:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        names: list[str] = []
-        for e in entries:
-            for c in e.columns:
-                if c not in names:
-                    names.append(c)
         data: dict[str, Any] = {}
-        for c in names:
-            parts = []
+        first = entries[0].batch
+        if first.matrix is not None and all(
+            e.batch.matrix is not None and e.batch.names == first.names for e in entries
+        ):
+            # The common case: one model's numeric rows, stacked in one call.
+            stacked = np.vstack([e.batch.matrix for e in entries])
+            for j, c in enumerate(first.names):
+                data[c] = pa.array(stacked[:, j])
+        else:
+            names: list[str] = []
             for e in entries:
-                col = e.columns.get(c)
-                parts.append(col if col is not None else np.full(e.n_rows, None, dtype=object))
-            data[c] = _array(np.concatenate(parts) if len(parts) > 1 else parts[0])
+                for c in e.batch.names:
+                    if c not in names:
+                        names.append(c)
+            for c in names:
+                parts = []
+                for e in entries:
+                    col = e.batch.columns.get(c)
+                    parts.append(col if col is not None else np.full(e.n_rows, None, dtype=object))
+                data[c] = _array(np.concatenate(parts) if len(parts) > 1 else parts[0])
         counts = [e.n_rows for e in entries]
         data[contract.PREDICTION] = _array(np.concatenate([np.asarray(e.predictions) for e in entries]))
         data[contract.MODEL_NAME] = pa.array(np.repeat([e.model for e in entries], counts))
