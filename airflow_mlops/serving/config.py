@@ -162,6 +162,10 @@ def _parse_routes(raw: Any, strategy: str) -> list[Route]:
         raise MlopsInputError(
             'The deployment config needs `routes`: a non-empty list like [{"version": "3", "weight": 1.0}].'
         )
+    if strategy == "single" and len(raw) != 1:
+        raise MlopsInputError(
+            f"Strategy 'single' takes exactly one route, got {len(raw)}: use 'canary' to split traffic."
+        )
     routes: list[Route] = []
     for i, item in enumerate(raw):
         if not isinstance(item, dict) or "version" not in item:
@@ -191,10 +195,6 @@ def _parse_routes(raw: Any, strategy: str) -> list[Route]:
     versions = [r.version for r in routes]
     if len(set(versions)) != len(versions):
         raise MlopsInputError(f"Routes {versions} repeat a version: list each version once.")
-    if strategy == "single" and len(routes) != 1:
-        raise MlopsInputError(
-            f"Strategy 'single' takes exactly one route, got {len(routes)}: use 'canary' to split traffic."
-        )
     if strategy in ("shadow", "bandit") and len(routes) < 2:
         raise MlopsInputError(f"Strategy {strategy!r} needs at least two routes: add a challenger version.")
     if strategy in ("canary", "ab"):
