@@ -183,3 +183,46 @@ def start_pushgateway(root: Path) -> tuple[subprocess.Popen, str]:
         raise RuntimeError((root / "pushgateway.log").read_text()[-3000:]) from None
     return proc, url
 
+
+
+def start_gateway(
+    root: Path,
+    tracking_uri: str,
+    config: dict | None = None,
+    admin_token: str | None = None,
+    extra_args: tuple[str, ...] = (),
+    wait_ready: bool = True,
+) -> tuple[subprocess.Popen, str]:
+    """A real model gateway (``python -m airflow_mlops.serving``) on a free loopback port.
+
+    :param root: folder for its config, prediction log (``root/predictions``) and output (``gateway.log``).
+    :param tracking_uri: the MLflow store it loads models from.
+    :param config: deployment config written to ``root/deployment.json`` (None: start empty).
+    :param admin_token: value of ``MLOPS_GATEWAY_ADMIN_TOKEN`` (None: admin API refused).
+    :param extra_args: more command-line arguments.
+    :param wait_ready: wait for ``/ready`` (else only ``/health``).
+    """
+    import json
+
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    args = [
+        sys.executable, "-m", "airflow_mlops.serving", "--host", "127.0.0.1", "--port", str(port),
+        "--tracking-uri", tracking_uri, "--log-dir", str(root / "predictions"), *extra_args,
+    ]  # fmt: skip
+    if config is not None:
+        (root / "deployment.json").write_text(json.dumps(config))
+        args += ["--config", str(root / "deployment.json")]
+    env = {k: v for k, v in os.environ.items() if k != "MLOPS_GATEWAY_ADMIN_TOKEN"}
+    if admin_token is not None:
+        env["MLOPS_GATEWAY_ADMIN_TOKEN"] = admin_token
+    log = open(root / "gateway.log", "wb")  # noqa: SIM115 - kept open for the process's life
+    proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        path = "/ready" if wait_ready and config is not None else "/health"
+        wait_http(url + path, timeout=120, proc=proc)
+    except Exception:
+        stop(proc)
+        raise RuntimeError((root / "gateway.log").read_text()[-3000:]) from None
+    return proc, url
