@@ -74,3 +74,36 @@ def deployers(tmp_path: Path, mlflow_server: str) -> Iterator[Callable]:
             d.teardown()
         except Exception:  # noqa: BLE001 - best effort cleanup
             pass
+
+
+@pytest.fixture(scope="session")
+def gateway_image() -> str:
+    """The gateway image, built once per session from a locally bootstrapped Debian base.
+
+    Starts dockerd (scripts/start_dockerd.sh) when no engine answers; skips only when none can start.
+    Reruns are fast: both images are cached by tag (the gateway's tag is a digest of its inputs).
+    """
+    import shutil
+    import subprocess
+    import time
+
+    from tests.conftest import REPO_ROOT
+
+    if shutil.which("docker") is None:
+        pytest.skip("no docker CLI: install Debian's docker.io to run the Docker deploy tests")
+    start = subprocess.run(
+        [str(REPO_ROOT / "scripts" / "start_dockerd.sh")], capture_output=True, text=True, timeout=120
+    )
+    if start.returncode != 0:
+        pytest.skip(f"no Docker engine can start here: {start.stderr.strip()[-500:]}")
+    from airflow_mlops.deploy.docker_backend import build_gateway_image, docker_client
+
+    base = "airflow-mlops-base:bookworm"
+    t0 = time.monotonic()
+    subprocess.run([str(REPO_ROOT / "docker" / "build_base_image.sh"), base], check=True, timeout=900)
+    base_seconds = time.monotonic() - t0
+    tag, built, seconds = build_gateway_image(REPO_ROOT, base_image=base, client=docker_client())
+    print(
+        f"\nbase image: {base_seconds:.1f}s; gateway image {tag}: {'built' if built else 'cached'} {seconds:.1f}s"
+    )
+    return tag
