@@ -262,9 +262,9 @@ class TrainOperator(BaseOperator):
         return read_table(self.holdout) if self.holdout else None
 
     def _publish(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
-        url = self.hook.target.run_url(result["experiment_id"], result["run_id"])
-        if url:
-            context["ti"].xcom_push(key=XCOM_RUN_URL, value=url)
+        # Pushed even when empty (no UI for a local store), so the link never looks up a missing XCom.
+        url = self.hook.target.run_url(result["experiment_id"], result["run_id"]) or ""
+        context["ti"].xcom_push(key=XCOM_RUN_URL, value=url)
         for outlet in self.outlets or []:
             if outlet.__class__.__name__ == "Asset":
                 context["outlet_events"][outlet].extra = {k: v for k, v in result.items() if k != "features"}

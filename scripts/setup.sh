@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Idempotent set-up of a fresh Debian 12 machine: system packages, a virtualenv (.venv), this package.
+# Everything comes from the package registries (apt, PyPI); nothing else is downloaded.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+for bin in git prometheus prometheus-pushgateway promtool docker-compose debootstrap dockerd; do
+  command -v "$bin" >/dev/null 2>&1 || missing+=("$bin")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing system packages (missing: ${missing[*]})"
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+      git prometheus prometheus-pushgateway docker.io docker-compose debootstrap >/dev/null
+  else
+    echo "setup: missing ${missing[*]}; install them (Debian: prometheus prometheus-pushgateway docker.io docker-compose debootstrap)" >&2
+  fi
+fi
+# Debian starts these services on install; tests start their own on free loopback ports.
+for svc in prometheus prometheus-pushgateway prometheus-node-exporter; do
+  (command -v systemctl >/dev/null && systemctl stop "$svc" 2>/dev/null) || pkill -x "$svc" 2>/dev/null || true
+done
+
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  echo "setup: installing the package and its dependencies into .venv (about 3 minutes the first time)"
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e ".[dev]"
+  touch "$stamp"
+fi
+echo "setup: ready (.venv/bin/python, .venv/bin/airflow)"
