@@ -85,3 +85,19 @@ def test_compose_builds_every_stack_dockerfile() -> None:
     built = {(s.get("build") or {}).get("dockerfile") for s in services.values()}
     for name in glob.glob(str(DOCKER / "*.Dockerfile")):
         assert f"docker/{name.rsplit('/', 1)[1]}" in built, f"{name} is built by no service"
+
+
+def test_build_context_keeps_only_what_the_dockerfiles_copy() -> None:
+    """.dockerignore excludes everything (the .venv alone is gigabytes) but the COPY sources."""
+    lines = [x.strip() for x in (REPO_ROOT / ".dockerignore").read_text().splitlines()]
+    rules = [x for x in lines if x and not x.startswith("#")]
+    assert rules[0] == "*"
+    kept = {x[1:].rstrip("/") for x in rules if x.startswith("!")}
+    for name in [*STACK_DOCKERFILES, "gateway.Dockerfile"]:
+        for word, rest in _instructions(name):
+            if word == "COPY" and "--from" not in rest:
+                for source in [a for a in rest.split() if not a.startswith("--")][:-1]:
+                    top = source.split("/")[0]
+                    assert top.rstrip("*") in kept or top in kept, (
+                        f"{name}: {source} is outside the build context"
+                    )
