@@ -66,7 +66,8 @@ class DriftSensor(BaseSensorOperator):
 
     template_fields: Sequence[str] = (
         "model_name", "model_version", "model_alias", "reference_path", "current_path",
-        "current_dvc_path", "current_dvc_rev", "prediction_log_dir", "window_end", "columns",
+        "current_dvc_path", "current_dvc_rev", "prediction_log_dir", "window", "window_end", "columns",
+        "pushgateway_conn_id", "mlflow_report",
     )  # fmt: skip
     ui_color = "#e8f4fd"
 
@@ -105,18 +106,6 @@ class DriftSensor(BaseSensorOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        sources = [s for s in (current_path, current_dvc_path, prediction_log_dir) if s]
-        if len(sources) != 1:
-            raise MlopsInputError(
-                "DriftSensor needs exactly one current source: current_path, current_dvc_path or "
-                f"prediction_log_dir (got {len(sources)})."
-            )
-        if not reference_path and not model_name:
-            raise MlopsInputError(
-                "DriftSensor needs a reference: reference_path, or model_name (+ version/alias)."
-            )
-        if mlflow_report not in _REPORT_WHEN:
-            raise MlopsInputError(f"mlflow_report={mlflow_report!r} is unknown: use one of {_REPORT_WHEN}.")
         self.model_name = model_name
         self.model_version = model_version
         self.model_alias = model_alias
@@ -125,7 +114,7 @@ class DriftSensor(BaseSensorOperator):
         self.current_dvc_path = current_dvc_path
         self.current_dvc_rev = current_dvc_rev
         self.prediction_log_dir = prediction_log_dir
-        self.window = window.total_seconds() if isinstance(window, timedelta) else float(window)
+        self.window = window.total_seconds() if isinstance(window, timedelta) else window
         self.window_end = window_end
         self.columns = columns
         self.config = {
@@ -144,7 +133,21 @@ class DriftSensor(BaseSensorOperator):
         self.deferrable = deferrable
 
     def spec(self) -> dict[str, Any]:
-        """The JSON-able evaluation spec that poke and the trigger both run."""
+        """The JSON-able evaluation spec that poke and the trigger both run (checked once rendered)."""
+        sources = [s for s in (self.current_path, self.current_dvc_path, self.prediction_log_dir) if s]
+        if len(sources) != 1:
+            raise MlopsInputError(
+                "DriftSensor needs exactly one current source: current_path, current_dvc_path or "
+                f"prediction_log_dir (got {len(sources)})."
+            )
+        if not self.reference_path and not self.model_name:
+            raise MlopsInputError(
+                "DriftSensor needs a reference: reference_path, or model_name (+ version/alias)."
+            )
+        if self.mlflow_report not in _REPORT_WHEN:
+            raise MlopsInputError(
+                f"mlflow_report={self.mlflow_report!r} is unknown: use one of {_REPORT_WHEN}."
+            )
         if self.reference_path:
             reference: dict[str, Any] = {"path": self.reference_path}
         else:
@@ -158,7 +161,7 @@ class DriftSensor(BaseSensorOperator):
         else:
             current = {
                 "prediction_log": self.prediction_log_dir,
-                "window_seconds": self.window,
+                "window_seconds": float(self.window),
                 "window_end": self.window_end,
             }
         columns = list(self.columns) if self.columns else None
