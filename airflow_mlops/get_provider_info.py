@@ -36,7 +36,7 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "sensors": [_modules("MLOps", "sensors.drift")],
         "triggers": [_modules("MLOps", "triggers.drift")],
-        "operators": [_modules("MLOps", "operators.train")],
+        "operators": [_modules("MLOps", "operators.train", "operators.deploy")],
         "connection-types": [
             {
                 "connection-type": "mlflow",
