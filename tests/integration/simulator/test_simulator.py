@@ -1,0 +1,62 @@
+"""The traffic simulator against a real gateway process serving a real model from a real MLflow server."""
+
+from __future__ import annotations
+
+import pytest
+from sklearn.datasets import load_breast_cancer
+
+from airflow_mlops.core.errors import MlopsInputError
+from airflow_mlops.core.model_logging import DatasetInfo, ensure_experiment, log_model_run
+from airflow_mlops.core.tracking import MlflowTarget
+from airflow_mlops.core.training import Candidate, train_model
+from airflow_mlops.serving.client import GatewayClient, parse_metrics
+from airflow_mlops.simulator import Shift, apply_shifts, simulate
+from tests.servers import start_gateway, stop
+
+
+@pytest.fixture
+def served_model(mlflow_server, model_name, tmp_path):
+    frame = load_breast_cancer(as_frame=True).frame
+    outcome = train_model(
+        frame, "target", [Candidate("sklearn.linear_model.LogisticRegression", {"max_iter": 1000})]
+    )
+    with MlflowTarget(mlflow_server).activate():
+        result = log_model_run(outcome, model_name=model_name, experiment_id=ensure_experiment(model_name),
+                               dataset=DatasetInfo(frame, "breast_cancer.csv"))  # fmt: skip
+    config = {"model_name": model_name, "strategy": "single", "routes": [{"version": result["version"], "weight": 1.0}],
+              "champion": result["version"]}  # fmt: skip
+    proc, url = start_gateway(tmp_path / "gw", mlflow_server, config=config)
+    yield url, frame, model_name
+    stop(proc)
+
+
+def test_feedback_arrives_and_a_shift_hurts_live_accuracy(served_model):
+    url, frame, name = served_model
+    clean = simulate(url, frame, "target", requests=120, feedback_delay=0.2, concurrency=3, seed=1)
+    assert clean.failed == 0 and clean.feedback_sent == 120 and clean.feedback_failed == 0
+    (version,) = clean.served
+    assert clean.accuracy()[version] > 0.9
+    shifted = simulate(url, frame, "target", requests=120, feedback_delay=0.2, concurrency=3, seed=2,
+                       shifts=[Shift.parse("mean radius*1.8"), Shift.parse("worst area*2.5"), Shift.parse("worst radius*1.8")])  # fmt: skip
+    assert shifted.failed == 0 and shifted.feedback_sent == 120
+    assert shifted.accuracy()[version] < clean.accuracy()[version] - 0.1
+    # The gateway joined every feedback event to its request: 240 labelled samples counted.
+    with GatewayClient(url) as client:
+        metrics = parse_metrics(client.metrics_text())
+    fed = sum(
+        v
+        for (n, labels), v in metrics.items()
+        if n == "mlops_gateway_feedback_total" and ("model", name) in labels
+    )
+    assert fed == 240
+
+
+def test_shift_parsing_and_errors():
+    frame = load_breast_cancer(as_frame=True).frame.head(3)
+    out = apply_shifts(frame, [Shift.parse("mean radius * 2"), Shift.parse("mean texture+-1.5")])
+    assert (out["mean radius"] == frame["mean radius"] * 2).all()
+    assert (out["mean texture"] == frame["mean texture"] - 1.5).all()
+    with pytest.raises(MlopsInputError, match="not understood"):
+        Shift.parse("mean radius ** 2")
+    with pytest.raises(MlopsInputError, match="not in the data"):
+        apply_shifts(frame, [Shift.parse("nope*2")])
