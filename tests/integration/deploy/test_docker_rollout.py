@@ -92,3 +92,42 @@ def test_docker_deploy_canary_kill_and_rollback(
     cid = out.handle["container_id"]
     dep.teardown()
     assert not [x for x in backend.client.containers.list(all=True) if x.id == cid]
+
+
+def test_bridge_container_that_cannot_load_fails_clearly_and_leaves_nothing(gateway_image, tmp_path):
+    """Bridge networking, port published on 127.0.0.1 only: the gateway answers /ready through the
+    published port, reports that its model registry is unreachable, and the backend removes it."""
+    from airflow_mlops.core.errors import MlopsServiceError
+    from airflow_mlops.deploy.backends import GatewaySpec
+    from airflow_mlops.deploy.docker_backend import DockerBackend
+
+    backend = DockerBackend(
+        image=gateway_image, network_mode="bridge", cpus=0.5, memory="768m",
+        extra_env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "3"},
+    )  # fmt: skip
+    spec = GatewaySpec(
+        name="bridge-probe",
+        config={"model_name": "m", "strategy": "single", "routes": [{"version": "1", "weight": 1.0}]},
+        tracking_uri="http://127.0.0.1:9",  # the container's own loopback: nothing listens there
+        admin_token="t",
+        workdir=tmp_path,
+    )
+    seen: list[dict] = []
+    real_stop = backend.stop
+
+    def inspect_then_stop(handle):
+        seen.append(backend._container(handle).attrs)
+        real_stop(handle)
+
+    backend.stop = inspect_then_stop
+    with pytest.raises(MlopsServiceError, match="could not load its models"):
+        backend.start(spec, ready_timeout=120)
+    (attrs,) = seen
+    bindings = attrs["HostConfig"]["PortBindings"]["8080/tcp"]
+    assert [b["HostIp"] for b in bindings] == ["127.0.0.1"]  # published on the loopback only
+    assert attrs["Config"]["Labels"]["org.airflow-mlops.port"] == bindings[0]["HostPort"]
+    assert attrs["Config"]["Cmd"][:2] == ["--host", "0.0.0.0"]  # inside the container's own network namespace
+    left = backend.client.containers.list(
+        all=True, filters={"label": "org.airflow-mlops.deployment=bridge-probe"}
+    )
+    assert left == []
