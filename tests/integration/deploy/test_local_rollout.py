@@ -203,3 +203,33 @@ def test_champion_moved_meanwhile_is_not_overwritten(
     assert alias_version(mlflow_client, model_name, CHAMPION) == v3
     assert dep.status()["config"]["routes"] == [{"version": v1, "weight": 1.0}]
     assert _served_by(dep.status()["endpoint"], records, 3) == {v1}
+
+
+def test_retry_of_an_interrupted_deploy_starts_from_what_the_first_try_saw(
+    two_versions, deployers, records, mlflow_client, model_name
+):
+    """The first try died mid-canary (its record says in_progress, the gateway is left in canary): the
+    retry plans from the champion and routing the first try recorded, and finishes the promotion."""
+    v1, v2 = two_versions
+    dep = deployers("bc")
+    first = dep.deploy(DeployRequest(model_name, v1, validate=False))
+    state = dep.store.load("bc")
+    half_done = {"model_name": model_name, "strategy": "canary", "champion": v1,
+                 "routes": [{"version": v1, "weight": 0.9}, {"version": v2, "weight": 0.1}]}  # fmt: skip
+    GatewayApi(first.endpoint, state.admin_token).put_deployment(half_done)
+    state.last_op = {"id": "dag/run/deploy", "action": "deploy", "version": v2, "status": "in_progress",
+                     "expected_champion": v1, "previous_config": state.config}  # fmt: skip
+    state.config = half_done
+    dep.store.save(state)
+
+    seen: list[dict] = []
+    dep.step_check = lambda endpoint, cfg, new: seen.append(cfg)
+    out = dep.deploy(DeployRequest(model_name, v2, strategy="canary", canary_steps=(0.5,), step_seconds=0.5,
+                                   validate=False, op_id="dag/run/deploy"))  # fmt: skip
+    assert seen[0]["routes"] == [{"version": v1, "weight": 0.5}, {"version": v2, "weight": 0.5}]
+    assert out.promoted and out.served_versions == [v2]
+    assert alias_version(mlflow_client, model_name, CHAMPION) == v2
+    # Rollback goes to the routing from before the interrupted try, not to its half-done canary.
+    back = dep.rollback(model_name)
+    assert back.served_versions == [v1] and back.strategy == "single"
+    assert _served_by(back.endpoint, records, 3) == {v1}
