@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TOKEN = "bench-admin-token"
+# Loopback only: never route these calls through a proxy from the environment.
+_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 @dataclass
@@ -57,7 +59,7 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> None:
         if proc.poll() is not None:
             raise RuntimeError(f"process for {url} exited with {proc.returncode}")
         try:
-            with urllib.request.urlopen(url, timeout=2) as r:
+            with _HTTP.open(url, timeout=2) as r:
                 if r.status == 200:
                     return
         except OSError:
@@ -220,12 +222,12 @@ def put_deployment(port: int, config: dict) -> None:
         method="PUT",
         headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(req, timeout=300) as r:
+    with _HTTP.open(req, timeout=300) as r:
         assert r.status == 200, r.read()
 
 
 def metric_total(port: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+    with _HTTP.open(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
         text = r.read().decode()
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
 

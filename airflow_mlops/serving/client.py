@@ -31,14 +31,18 @@ class GatewayClient:
     :param base_url: e.g. ``http://127.0.0.1:8080``.
     :param admin_token: bearer token for the admin API.
     :param timeout: seconds per request.
+    :param trust_env: honour proxy settings of the environment (off: a gateway is usually internal,
+        and an HTTP(S)_PROXY meant for the internet would swallow loopback calls).
     """
 
-    def __init__(self, base_url: str, admin_token: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self, base_url: str, admin_token: str | None = None, timeout: float = 10.0, trust_env: bool = False
+    ) -> None:
         import httpx
 
         self.base_url = base_url.rstrip("/")
         self._admin_token = admin_token
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, trust_env=trust_env)
 
     def __repr__(self) -> str:  # the token stays out of reprs and logs
         return f"GatewayClient({self.base_url!r})"
