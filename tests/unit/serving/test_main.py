@@ -29,3 +29,15 @@ def test_bad_limits_and_configs_are_refused(tmp_path, capsys):
     )
     assert main(["--tracking-uri", "sqlite:///x.db", "--config", str(bad)]) == 2
     assert "sum to 1" in capsys.readouterr().err
+
+
+def test_the_gateway_never_imports_airflow():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, airflow_mlops.serving, airflow_mlops.serving.app, airflow_mlops.serving.__main__; "
+        "print(sorted(m for m in sys.modules if m == 'airflow' or m.startswith('airflow.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
