@@ -144,7 +144,7 @@ def test_prediction_log_window(airflow_db, bc, tmp_path):
     end = datetime(2026, 5, 1, 12, 0, tzinfo=timezone.utc)
     _write_log(tmp_path / "log", "bc-log", _shifted(bc).drop(columns="target"), end)
     dr = run_dag("test_drift_sensor", model_name="bc-log", reference_path=str(ref),
-                 prediction_log_dir=str(tmp_path / "log"), window=3600, window_end=end.isoformat())  # fmt: skip
+                 prediction_log_dir=str(tmp_path / "log"), window=3600, window_end=end.isoformat(), mlflow_report="never")  # fmt: skip
     assert dr.state == "success"
     summary = _ti(dr, "drift").xcom_pull(task_ids="drift")
     assert summary["n_current"] == len(bc) and summary["drift_detected"]
@@ -158,16 +158,26 @@ def test_prediction_log_window(airflow_db, bc, tmp_path):
 def test_current_from_dvc(airflow_db, dvc_repo, bc, tmp_path):
     ref = tmp_path / "ref.csv"
     _shifted(bc).to_csv(ref, index=False)
-    dr = run_dag("test_drift_sensor", reference_path=str(ref), current_dvc_path=dvc_repo["data_path"])
+    dr = run_dag(
+        "test_drift_sensor",
+        reference_path=str(ref),
+        current_dvc_path=dvc_repo["data_path"],
+        mlflow_report="never",
+    )
     assert dr.state == "success"
     summary = _ti(dr, "drift").xcom_pull(task_ids="drift")
     assert summary["drift_detected"] and summary["current"].startswith(f"dvc:{dvc_repo['data_path']}@")
 
 
-def test_bad_input_fails_with_a_clear_message(airflow_db, bc, tmp_path, caplog):
+def test_bad_input_fails_with_a_clear_message(airflow_db, bc, tmp_path):
+    from airflow_mlops.core.errors import MlopsInputError
+    from airflow_mlops.triggers.drift import evaluate_drift
+
     ref, cur = tmp_path / "ref.csv", tmp_path / "cur.csv"
     bc.to_csv(ref, index=False)
     bc.drop(columns=["target", "mean radius"]).to_csv(cur, index=False)
     dr = run_dag("test_drift_sensor", reference_path=str(ref), current_path=str(cur))
     assert _ti(dr, "drift").state == "failed"
-    assert "missing columns: ['mean radius', 'target']" in caplog.text
+    spec = {"reference": {"path": str(ref)}, "current": {"path": str(cur)}, "mlflow_report": "never"}
+    with pytest.raises(MlopsInputError, match=r"missing columns: \['mean radius', 'target'\]"):
+        evaluate_drift(spec)
