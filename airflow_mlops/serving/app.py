@@ -400,7 +400,11 @@ def create_app(
                 batch: Batch = model.batch(records)
             except MlopsInputError as e:
                 raise HttpError(422, str(e)) from None
-            preds, proba = model.predict(batch)
+            try:
+                preds, proba = model.predict(batch)
+            except Exception as e:  # noqa: BLE001 - answered as a server error, counted, and logged
+                log.exception("Model %s v%s failed to predict", model_name, version)
+                raise HttpError(500, f"Model {model_name} v{version} failed to predict: {e}") from None
         except HttpError as e:
             metrics.requests.labels(model_name, version, str(e.status)).inc()
             return _error(e)

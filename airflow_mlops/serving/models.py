@@ -113,7 +113,13 @@ class LoadedModel:
         self.is_classifier = self.classes is not None and hasattr(self.estimator, "predict_proba")
         self._names = [c.name for c in self.columns]
         # itemgetter pulls a row's values in one C call (a tuple, even for one column).
-        self._getter = (lambda r: (r[self._names[0]],)) if len(self._names) == 1 else itemgetter(*self._names)
+        names = self._names
+        if len(names) == 1:
+            self._getter: Any = lambda r: (r[names[0]],)
+        elif names:
+            self._getter = itemgetter(*names)
+        else:
+            self._getter = None  # no signature: records go to the frame as they are
         self._all_numbers = bool(self.columns) and all(c.kind == "number" for c in self.columns)
         # One predict_proba pass gives labels too when argmax(proba) is how the model labels;
         # checked on the example so models that label otherwise (e.g. SVC) keep calling predict.
@@ -349,7 +355,7 @@ def columns_from_signature(signature: Any) -> tuple[Column, ...]:
 
 
 class ModelLoader:
-    """Loads model versions of the MLflow registry, resolving aliases, and keeps them for reuse.
+    """Loads model versions of the MLflow registry and resolves aliases to version numbers.
 
     :param target: the MLflow tracking/registry store and its credentials.
     """

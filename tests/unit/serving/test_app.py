@@ -349,3 +349,32 @@ def test_prediction_log_is_flushed_on_shutdown(make_client, bc_records, tmp_path
     assert t[contract.REQUEST_ID] == [rid for rid in ids for _ in range(2)]
     assert t["mean radius"] == [bc_records[j]["mean radius"] for i in range(5) for j in (i, i + 1)]
     assert set(t[contract.MODEL_VERSION]) == {"1"}
+
+
+class _Broken:
+    """An estimator that fails at predict time, as a model with a bad dependency would."""
+
+    def predict(self, X):
+        raise RuntimeError("feature store offline")
+
+
+def test_a_failing_model_answers_500_and_is_counted():
+    from airflow_mlops.serving.models import LoadedModel
+
+    app = create_app(
+        GatewaySettings(admin_token=TOKEN),
+        config=DeploymentConfig.parse({"model_name": "bc", "routes": [{"version": "3"}]}),
+        load_model=lambda n, v: LoadedModel(n, v, _Broken()),
+        resolve=lambda n, v: v,
+    )
+    with TestClient(app) as c:
+        deadline = time.monotonic() + 10
+        while c.get("/ready").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        r = c.post("/predict", json={"inputs": {"x": 1.0}})
+        assert (
+            r.status_code == 500
+            and "Model bc v3 failed to predict: feature store offline" in r.json()["detail"]
+        )
+        assert _metrics(c)[("mlops_gateway_requests_total", _lab("3", status="500"))] == 1
