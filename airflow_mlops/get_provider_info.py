@@ -33,9 +33,10 @@ def get_provider_info() -> dict[str, Any]:
             _modules("MLflow", "hooks.mlflow"),
             _modules("DVC", "hooks.dvc"),
             _modules("Prometheus", "hooks.pushgateway"),
+            _modules("Prometheus", "hooks.prometheus"),
         ],
-        "sensors": [_modules("MLOps", "sensors.drift")],
-        "triggers": [_modules("MLOps", "triggers.drift")],
+        "sensors": [_modules("MLOps", "sensors.drift", "sensors.validation_gate")],
+        "triggers": [_modules("MLOps", "triggers.drift", "triggers.validation_gate")],
         "operators": [_modules("MLOps", "operators.train", "operators.deploy")],
         "connection-types": [
             {
@@ -52,6 +53,11 @@ def get_provider_info() -> dict[str, Any]:
                 "connection-type": "pushgateway",
                 "hook-class-name": "airflow_mlops.hooks.pushgateway.PushgatewayHook",
                 "hook-name": "Prometheus Pushgateway",
+            },
+            {
+                "connection-type": "prometheus",
+                "hook-class-name": "airflow_mlops.hooks.prometheus.PrometheusHook",
+                "hook-name": "Prometheus",
             },
         ],
         "extra-links": ["airflow_mlops.links.mlflow.MlflowRunLink"],
