@@ -81,6 +81,11 @@ def stop(proc: subprocess.Popen) -> None:
 
 def register_models(root: Path) -> tuple[str, list[dict], list[dict]]:
     """Two LogisticRegression versions of ``bc`` in a SQLite store; returns the URI and input rows."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")  # MLflow's schema and pickle hints are not what this run reports
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
     from sklearn.datasets import load_breast_cancer
 
     from airflow_mlops.core.model_logging import DatasetInfo, ensure_experiment, log_model_run

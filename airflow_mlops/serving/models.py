@@ -168,14 +168,16 @@ class LoadedModel:
         names = self._names
         getter = self._getter
         try:
-            rows = [getter(r) for r in records]
+            rows = list(map(getter, records))
         except KeyError:
             self._raise_missing(records)
         if self._all_numbers:
             # Fast path: one float matrix, one pandas block.
             if not set(map(type, chain.from_iterable(rows))) <= _ACCEPTED["number"]:
                 self._raise_type(records)
-            return Batch(names, len(rows), matrix=np.array(rows, dtype=np.float64))
+            n = len(rows)
+            matrix = np.fromiter(chain.from_iterable(rows), np.float64, n * len(names)).reshape(n, len(names))
+            return Batch(names, n, matrix=matrix)
         cols: dict[str, np.ndarray] = {}
         for j, col in enumerate(self.columns):
             values = [row[j] for row in rows]
