@@ -3,9 +3,6 @@ bad input, and the deferrable path on live Prometheus metrics (the trigger runs 
 
 from __future__ import annotations
 
-import os
-import sqlite3
-import threading
 import time
 import uuid
 
@@ -26,22 +23,20 @@ def models(mlflow_server):
     return name
 
 
-def _when_deferred(dag_id: str, event: threading.Event, timeout: float = 120) -> None:
-    """Set ``event`` when the DAG's gate task is DEFERRED in the Airflow database (read with sqlite3:
-    the ORM is not safe to import from a second thread while the DAG runs)."""
-    db = os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not event.is_set():
-        try:
-            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
-                rows = conn.execute(
-                    "SELECT state FROM task_instance WHERE dag_id = ? AND task_id = 'gate'", (dag_id,)
-                ).fetchall()
-            if any(r[0] == "deferred" for r in rows):
-                event.set()
-        except sqlite3.OperationalError:
-            pass  # busy while the DAG run writes: try again
-        time.sleep(0.3)
+class _OnFetch:
+    """A collector on the exporter that calls ``action`` at the ``n``-th fetch of its page."""
+
+    def __init__(self, n: int, action) -> None:
+        self.n, self.action, self.calls = n, action, 0
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self) -> list:
+        self.calls += 1
+        if self.calls == self.n:
+            self.action()
+        return []
 
 
 def states(dr) -> dict[str, str]:
@@ -100,8 +95,8 @@ def test_bad_input_fails_even_with_soft_fail_and_tags_nothing(airflow_db, mlflow
     assert dict(mlflow_client.get_registered_model(models).aliases) == before
 
 
-def test_deferrable_gate_waits_in_the_trigger(airflow_db, mlflow_conn, mlflow_client, prometheus_conn,
-                                               scraped_exporter, prometheus):  # fmt: skip
+def test_deferrable_gate_waits_in_the_trigger(airflow_db, mlflow_conn, mlflow_client, exporter):
+    """The gate reads the exporter's page (metrics_url); its first check, before deferring, is pending."""
     name = f"defer-{uuid.uuid4().hex[:6]}"
     mlflow_client.create_registered_model(name)
     exp = mlflow_client.create_experiment(f"exp-{name}")
@@ -111,22 +106,18 @@ def test_deferrable_gate_waits_in_the_trigger(airflow_db, mlflow_conn, mlflow_cl
             name, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id
         )
     mlflow_client.set_registered_model_alias(name, "champion", "1")
-    scraped_exporter.set(name, "1", samples=400, f1=0.9)
-    scraped_exporter.set(name, "2", samples=3, f1=0.93)
-    prometheus.wait_for(f'mlops_gateway_live_samples{{model="{name}",version="2"}}')
-    spec = {"name": "canary", "source": "prometheus",
+    exporter.set(name, "1", samples=400, f1=0.9)
+    exporter.set(name, "2", samples=3, f1=0.93)
+    # Labelled traffic reaches the canary only after the gate's first look (made before deferring):
+    # a pass therefore proves the trigger re-evaluated it.
+    fetches = _OnFetch(2, lambda: exporter.set(name, "2", samples=120))
+    exporter.registry.register(fetches)
+    spec = {"name": "canary", "source": {"kind": "metrics_url", "url": exporter.url},
             "rules": [{"metric": "f1", "min": 0.85, "min_change": -0.01, "min_samples": 50}]}  # fmt: skip
-    # Labelled traffic reaches the canary once the gate has deferred to its trigger.
-    deferred = threading.Event()
-    watcher = threading.Thread(target=_when_deferred, args=("test_gate_deferrable", deferred), daemon=True)
-    watcher.start()
-    threading.Thread(
-        target=lambda: deferred.wait(120) and scraped_exporter.set(name, "2", samples=120), daemon=True
-    ).start()
     dr = run_dag("test_gate_deferrable", model_name=name, version="2", spec=spec)
-    assert deferred.is_set(), "the gate never deferred"
     assert dr.state == "success", states(dr)
     assert states(dr) == {"gate": "success", "deploy": "success"}
+    assert fetches.calls >= 3
     assert ti_of(dr, "gate").xcom_pull(task_ids="gate")["status"] == "passed"
     assert gate_tags(mlflow_client, name, "2")["mlops.gate.canary"] == "passed"
     assert mlflow_client.get_registered_model(name).aliases["challenger"] == "2"
