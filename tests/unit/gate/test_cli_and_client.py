@@ -1,0 +1,43 @@
+"""The CLI's parser and error handling without services, and PromClient's input checks."""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_mlops import cli
+from airflow_mlops.core.errors import MlopsInputError
+from airflow_mlops.core.promql import PromClient
+
+
+def test_gate_subcommand_is_registered_with_its_options():
+    args = cli.build_parser().parse_args(
+        ["gate", "--spec", "g.yaml", "--model", "bc", "--version", "3", "--tracking-uri", "http://m:5000"]
+    )
+    assert args.command == "gate" and args.func is cli.run_gate_command
+    assert (args.spec, args.model, args.version, args.tracking_uri) == ("g.yaml", "bc", "3", "http://m:5000")
+    assert args.wait == 0 and not args.dry_run
+
+
+def test_missing_spec_file_exits_2_with_a_message(tmp_path, capsys):
+    code = cli.main(["gate", "--spec", str(tmp_path / "no.yaml"), "--model", "bc", "--version", "1",
+                     "--tracking-uri", "http://127.0.0.1:9"])  # fmt: skip
+    assert code == cli.EXIT_ERROR
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_subcommand_is_required():
+    with pytest.raises(SystemExit) as e:
+        cli.build_parser().parse_args([])
+    assert e.value.code == 2
+
+
+def test_prom_client_checks_its_url_and_builds_auth_headers():
+    with pytest.raises(MlopsInputError, match="not an http"):
+        PromClient("prometheus:9090")
+    basic = PromClient("http://p:9090", username="u", password="p")._headers()
+    assert basic["Authorization"] == "Basic dTpw"
+    assert PromClient("http://p:9090", token="t")._headers()["Authorization"] == "Bearer t"
+    assert "Authorization" not in PromClient("http://p:9090")._headers()
+    assert "secret" not in repr(PromClient("http://p:9090", token="secret"))
+    with pytest.raises(MlopsInputError, match="empty"):
+        PromClient("http://p:9090").query("  ")
