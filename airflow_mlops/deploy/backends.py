@@ -1,4 +1,5 @@
-"""Deploy backends: where a gateway runs. ``local``: a managed subprocess; ``docker``: a container.
+"""Deploy backends: where a gateway runs. ``local``: a managed subprocess; ``docker``: a container;
+``external``: a gateway run by someone else (docker-compose), whose routing only is managed.
 
 A backend starts a gateway with a deployment config, tells whether it is still alive and stops it. The
 handle it returns (pid, container id, port) is plain JSON, recorded in the deployment state, so a later
@@ -93,6 +94,10 @@ class GatewayBackend(ABC):
     def logs(self, handle: dict[str, Any], lines: int = 40) -> str:
         """The last lines of the gateway's own log (for error messages)."""
         return ""
+
+    def validation_backend(self) -> GatewayBackend:
+        """Where infra validation starts its throwaway gateway (the same kind, by default)."""
+        return self
 
     @staticmethod
     def endpoint(port: int) -> str:
@@ -205,17 +210,63 @@ def _reap(pid: int) -> None:
         pass
 
 
+class ExternalBackend(GatewayBackend):
+    """A gateway this code does not run (e.g. the ``gateway`` service of docker-compose): only its
+    routing changes, through ``PUT /admin/deployment``. It is never started or stopped here; a gateway
+    that restarted empty gets its routing back on the next check. Infra validation runs in a local
+    throwaway gateway (:meth:`validation_backend`).
+
+    :param endpoint: the gateway's base URL (``http://gateway:8080``).
+    """
+
+    kind = "external"
+
+    def __init__(self, endpoint: str) -> None:
+        if not endpoint or not endpoint.startswith(("http://", "https://")):
+            raise MlopsInputError(
+                f"gateway_url {endpoint!r} is not an http(s) URL: give the gateway's base URL, such as "
+                "http://gateway:8080."
+            )
+        self.url = endpoint.rstrip("/")
+
+    def start(self, spec: GatewaySpec, ready_timeout: float = 180.0) -> dict[str, Any]:
+        api = GatewayApi(self.url, spec.admin_token)
+        deadline = time.monotonic() + ready_timeout
+        while not api.ok("/health"):
+            if time.monotonic() > deadline:
+                raise MlopsServiceError(f"The gateway at {self.url} does not answer /health: start it first.")
+            time.sleep(0.5)
+        api.put_deployment(spec.config, timeout=ready_timeout)
+        api.wait_ready(ready_timeout)
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return {"backend": self.kind, "endpoint": self.url, "port": port}
+
+    def alive(self, handle: dict[str, Any]) -> bool:
+        return GatewayApi(self.url).ok("/health")
+
+    def stop(self, handle: dict[str, Any]) -> None:
+        """Nothing: the gateway belongs to whoever started it."""
+
+    def validation_backend(self) -> GatewayBackend:
+        return LocalBackend()
+
+
 def make_backend(kind: str, **options: Any) -> GatewayBackend:
     """A backend by name.
 
-    :param kind: ``local`` or ``docker``.
+    :param kind: ``local``, ``docker`` or ``external``.
     :param options: the backend's constructor arguments.
     :raises MlopsInputError: unknown backend.
     """
     if kind == "local":
         return LocalBackend(**options)
+    if kind == "external":
+        return ExternalBackend(**options)
     if kind == "docker":
         from airflow_mlops.deploy.docker_backend import DockerBackend
 
         return DockerBackend(**options)
-    raise MlopsInputError(f"Unknown deploy backend {kind!r}: use 'local' or 'docker'.")
+    raise MlopsInputError(f"Unknown deploy backend {kind!r}: use 'local', 'docker' or 'external'.")

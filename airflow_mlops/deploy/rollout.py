@@ -409,7 +409,7 @@ class Deployer:
                 records = input_example_records(req.model_name, new)
                 try:
                     report = validate_version(
-                        self.backend,
+                        self.backend.validation_backend(),
                         self._spec(state, single_config(req.model_name, new)),
                         new,
                         records,

@@ -17,7 +17,9 @@ if TYPE_CHECKING:
     from airflow_mlops.deploy.rollout import Deployer
 
 ACTIONS = ("deploy", "rollback")
-BACKENDS = ("local", "docker")
+BACKENDS = ("local", "docker", "external")
+GATEWAY_URL_ENV = "MLOPS_GATEWAY_URL"
+ADMIN_TOKEN_ENV = "MLOPS_GATEWAY_ADMIN_TOKEN"
 
 
 class DeployOperator(BaseOperator):
@@ -35,7 +37,8 @@ class DeployOperator(BaseOperator):
 
     Retries of the same task instance are idempotent. The gateway runs as a managed subprocess
     (``backend="local"``) or a hardened Docker container (``backend="docker"``); where it runs, its
-    port and previous routing are kept in a state folder (``state_dir``).
+    port and previous routing are kept in a state folder (``state_dir``). ``backend="external"`` drives
+    a gateway run by someone else (the docker-compose ``gateway`` service): only its routing changes.
 
     Returns (XCom) ``endpoint``, ``served_versions``, ``weights``, ``champion``, ``strategy``,
     ``promoted``, ``version`` and the validation report. The admin token never leaves the state folder.
@@ -45,7 +48,7 @@ class DeployOperator(BaseOperator):
     :param alias: an alias to resolve (e.g. ``challenger``) when ``version`` is not given.
     :param action: ``deploy`` or ``rollback``.
     :param strategy: ``replace``, ``canary``, ``shadow``, ``ab`` or ``bandit``.
-    :param backend: ``local`` or ``docker``.
+    :param backend: ``local``, ``docker`` or ``external``.
     :param deployment_name: the deployment (one gateway) to act on (default: the model name).
     :param canary_steps: traffic shares of the new version before full promotion.
     :param step_seconds: seconds each canary step is held and watched.
@@ -64,6 +67,10 @@ class DeployOperator(BaseOperator):
     :param docker_network_mode: ``bridge`` or ``host`` (``docker``; see docker_backend).
     :param docker_cpus: CPU limit (``docker``).
     :param docker_memory: memory limit (``docker``).
+    :param gateway_url: base URL of an ``external`` gateway (default: the ``gateway_conn_id`` host,
+        else ``$MLOPS_GATEWAY_URL``).
+    :param gateway_conn_id: connection of an ``external`` gateway: host = URL, password = admin token
+        (default token: ``$MLOPS_GATEWAY_ADMIN_TOKEN``).
     :param ready_timeout: seconds for a gateway to start and load its models.
     :param mlflow_conn_id: MLflow connection.
     """
@@ -82,6 +89,7 @@ class DeployOperator(BaseOperator):
         "log_dir",
         "gateway_tracking_uri",
         "docker_image",
+        "gateway_url",
     )
     ui_color = "#c6e5ff"
 
@@ -112,6 +120,8 @@ class DeployOperator(BaseOperator):
         docker_network_mode: str = "bridge",
         docker_cpus: float = 1.0,
         docker_memory: str = "1g",
+        gateway_url: str | None = None,
+        gateway_conn_id: str | None = None,
         ready_timeout: float = 180.0,
         mlflow_conn_id: str = MlflowHook.default_conn_name,
         **kwargs: Any,
@@ -141,6 +151,8 @@ class DeployOperator(BaseOperator):
         self.docker_network_mode = docker_network_mode
         self.docker_cpus = docker_cpus
         self.docker_memory = docker_memory
+        self.gateway_url = gateway_url
+        self.gateway_conn_id = gateway_conn_id
         self.ready_timeout = ready_timeout
         self.mlflow_conn_id = mlflow_conn_id
 
@@ -161,8 +173,38 @@ class DeployOperator(BaseOperator):
         if self.version not in (None, "") and self.alias:
             raise MlopsInputError("Give either `version` or `alias`, not both.")
 
+    def _external_gateway(self) -> tuple[str, str | None]:
+        """URL and admin token of an ``external`` gateway (the token is never logged)."""
+        import os
+
+        from airflow_mlops.core.errors import MlopsInputError
+
+        url, token = self.gateway_url or None, None
+        if self.gateway_conn_id:
+            conn = self.get_connection(self.gateway_conn_id)
+            token = conn.password or None
+            if not url and conn.host:
+                host = conn.host if "://" in conn.host else f"{conn.schema or 'http'}://{conn.host}"
+                url = f"{host.rstrip('/')}:{conn.port}" if conn.port else host
+        url = url or os.environ.get(GATEWAY_URL_ENV)
+        token = token or os.environ.get(ADMIN_TOKEN_ENV)
+        if not url:
+            raise MlopsInputError(
+                f"backend='external' needs the gateway's URL: give gateway_url, a gateway_conn_id, or set "
+                f"{GATEWAY_URL_ENV}."
+            )
+        if not token:
+            raise MlopsInputError(
+                f"backend='external' needs the gateway's admin token: put it in the password of "
+                f"gateway_conn_id, or set {ADMIN_TOKEN_ENV}."
+            )
+        return url, token
+
     def _backend(self) -> GatewayBackend:
         from airflow_mlops.deploy.backends import make_backend
+
+        if self.backend == "external":
+            return make_backend("external", endpoint=self._external_gateway()[0])
 
         if self.backend == "docker":
             return make_backend(
@@ -184,6 +226,7 @@ class DeployOperator(BaseOperator):
             self.hook.target,
             StateStore(self.state_dir),
             port=int(self.port) if self.port else None,
+            admin_token=self._external_gateway()[1] if self.backend == "external" else None,
             log_dir=self.log_dir,
             gateway_tracking_uri=self.gateway_tracking_uri,
             ready_timeout=float(self.ready_timeout),

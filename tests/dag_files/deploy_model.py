@@ -23,6 +23,7 @@ with DAG(
         "backend": Param("local", type="string"),
         "canary_steps": Param([0.5], type="array"),
         "state_dir": Param(None, type=["null", "string"]),
+        "gateway_url": Param(None, type=["null", "string"]),
     },
 ) as dag:
     DeployOperator(
@@ -35,6 +36,7 @@ with DAG(
         backend="{{ params.backend }}",
         canary_steps="{{ params.canary_steps }}",
         state_dir="{{ params.state_dir }}",
+        gateway_url="{{ params.gateway_url }}",
         step_seconds=1,
         validate=True,
     )

@@ -94,3 +94,39 @@ def test_dag_file_parses_without_heavy_imports(airflow_db):
     t0 = time.perf_counter()
     load_dag("test_deploy_model")
     assert time.perf_counter() - t0 < 60
+
+
+def test_external_gateway_gets_its_routing_from_dag_runs(
+    airflow_db, mlflow_conn, mlflow_client, two_versions, records, model_name, teardown_state, tmp_path,
+    monkeypatch,
+):  # fmt: skip
+    """backend='external': a gateway started by someone else (here: a real gateway process, as the
+    docker-compose service would be), driven only through its admin API; it is never stopped by us."""
+    from tests.servers import start_gateway, stop
+
+    v1, v2 = two_versions
+    proc, url = start_gateway(tmp_path / "gw", mlflow_conn, admin_token="s3cret", wait_ready=False)
+    try:
+        # Without the admin token the task fails with a clear error and nothing changes.
+        monkeypatch.delenv("MLOPS_GATEWAY_ADMIN_TOKEN", raising=False)
+        dr = run_dag("test_deploy_model", model_name=model_name, version=v1, backend="external",
+                     gateway_url=url, state_dir=teardown_state)  # fmt: skip
+        assert dr.state == "failed"
+        assert alias_version(mlflow_client, model_name, CHAMPION) is None
+
+        monkeypatch.setenv("MLOPS_GATEWAY_ADMIN_TOKEN", "s3cret")
+        for version, strategy in ((v1, "replace"), (v2, "canary")):
+            dr = run_dag("test_deploy_model", model_name=model_name, version=version, strategy=strategy,
+                         backend="external", gateway_url=url, state_dir=teardown_state)  # fmt: skip
+            assert dr.state == "success"
+        out = _xcom(dr)
+        assert out["endpoint"] == url and out["served_versions"] == [v2] and out["backend"] == "external"
+        assert GatewayApi(url).predict(records[0])["model_version"] == v2
+        assert alias_version(mlflow_client, model_name, CHAMPION) == v2
+        dr = run_dag("test_deploy_model", model_name=model_name, action="rollback", backend="external",
+                     gateway_url=url, state_dir=teardown_state)  # fmt: skip
+        assert dr.state == "success"
+        assert GatewayApi(url).predict(records[0])["model_version"] == v1
+        assert proc.poll() is None  # still the same, externally owned process
+    finally:
+        stop(proc)
