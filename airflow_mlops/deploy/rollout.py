@@ -59,6 +59,9 @@ class DeployRequest:
     :param validate: run infra validation first.
     :param latency_budget_ms: p95 latency budget of infra validation.
     :param validation_requests: measured predict calls of infra validation.
+    :param promote: ``canary`` only: False holds the last canary step instead of promoting, so an
+        online gate can judge the canary; promote it afterwards by deploying the same version with
+        ``replace``, or roll it back.
     :param op_id: id of this operation (Airflow: dag_id/run_id/task_id): retries share it.
     :param actor: who deploys (for the ledger).
     :param dag_run: ``dag_id/run_id`` for the ledger.
@@ -77,6 +80,7 @@ class DeployRequest:
     validate: bool = True
     latency_budget_ms: float = 500.0
     validation_requests: int = 20
+    promote: bool = True
     op_id: str | None = None
     actor: str | None = None
     dag_run: str | None = None
@@ -149,6 +153,9 @@ def plan_stages(req: DeployRequest, champion: str | None) -> tuple[list[Stage], 
             Stage(_config(model, "canary", [(champion, 1 - w), (new, w)], champion), req.step_seconds)
             for w in req.canary_steps
         ]
+        if not req.promote:
+            stages[-1].final = True  # held: the canary keeps its share until a gate decides
+            return stages, False
         return [*stages, Stage(single_config(model, new), req.settle_seconds, final=True)], True
     if req.strategy == "shadow":
         cfg = _config(model, "shadow", [(champion, 1.0), (new, 0.0)], champion)
@@ -391,6 +398,9 @@ class Deployer:
             else:
                 expected = alias_version(client, req.model_name, CHAMPION)
                 previous = state.config if state.config else None
+                if _holds_canary_of(state, new):
+                    # Promoting a held canary: what it replaces is the routing from before the canary.
+                    previous = state.previous_config
             serving_champion = (previous or {}).get("champion") or expected
             stages, promotes = plan_stages(req, serving_champion)
             state.last_op = {
@@ -586,6 +596,18 @@ class Deployer:
         out.pop("admin_token", None)
         out["alive"] = self._alive(state)
         return out
+
+
+def _holds_canary_of(state: DeploymentState, version: str) -> bool:
+    """Whether the deployment now holds a canary of ``version`` (a deploy with ``promote=False``)."""
+    last = state.last_op or {}
+    return (
+        last.get("action") == "deploy"
+        and last.get("status") == "done"
+        and last.get("version") == version
+        and last.get("strategy") == "canary"
+        and not last.get("promoted")
+    )
 
 
 def _same_routes(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:

@@ -58,6 +58,9 @@ class DeployOperator(BaseOperator):
     :param max_error_rate: largest share of 5xx answers of the new version in a step.
     :param min_requests: requests needed in a step before the error rate counts.
     :param validate: run infra validation (default True).
+    :param promote: ``canary`` only: False holds the last canary step (no promotion) so that an online
+        gate can judge it; promote afterwards by deploying the same version with ``strategy="replace"``
+        (``@champion`` moves then), or roll back with ``action="rollback"``.
     :param latency_budget_ms: p95 latency budget of infra validation.
     :param port: the gateway's port on 127.0.0.1 (default: a free one, kept across restarts).
     :param state_dir: deployment state folder (default ``$MLOPS_DEPLOY_STATE_DIR`` or ``~/.mlops/deployments``).
@@ -111,6 +114,7 @@ class DeployOperator(BaseOperator):
         max_error_rate: float = 0.05,
         min_requests: int = 20,
         validate: bool = True,
+        promote: bool = True,
         latency_budget_ms: float = 500.0,
         port: int | None = None,
         state_dir: str | None = None,
@@ -142,6 +146,7 @@ class DeployOperator(BaseOperator):
         self.max_error_rate = max_error_rate
         self.min_requests = min_requests
         self.validate = validate
+        self.promote = promote
         self.latency_budget_ms = latency_budget_ms
         self.port = port
         self.state_dir = state_dir
@@ -274,6 +279,7 @@ class DeployOperator(BaseOperator):
                 min_requests=int(self.min_requests),
                 validate=bool(self.validate),
                 latency_budget_ms=float(self.latency_budget_ms),
+                promote=bool(self.promote),
                 op_id=op_id,
                 actor=actor,
                 dag_run=dag_run,

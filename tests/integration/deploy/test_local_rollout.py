@@ -233,3 +233,37 @@ def test_retry_of_an_interrupted_deploy_starts_from_what_the_first_try_saw(
     back = dep.rollback(model_name)
     assert back.served_versions == [v1] and back.strategy == "single"
     assert _served_by(back.endpoint, records, 3) == {v1}
+
+
+def test_held_canary_then_promote_or_roll_back(two_versions, deployers, records, mlflow_client, model_name):
+    """``promote=False`` keeps the canary at its last step so that an online gate can judge it."""
+    v1, v2 = two_versions
+    dep = deployers("bc")
+    dep.deploy(DeployRequest(model_name, v1, validate=False, op_id="first"))
+    held = dep.deploy(
+        DeployRequest(
+            model_name,
+            v2,
+            strategy="canary",
+            canary_steps=(0.3,),
+            step_seconds=0,
+            promote=False,
+            validate=False,
+            op_id="canary",
+        )  # fmt: skip
+    )
+    assert not held.promoted and held.weights == {v1: 0.7, v2: 0.3} and held.champion == v1
+    assert alias_version(mlflow_client, model_name, CHAMPION) == v1
+    assert _served_by(held.endpoint, records, 40) == {v1, v2}
+    # The gate failed: roll back to the routing from before the canary; the champion never moved.
+    back = dep.rollback(model_name, op_id="rb")
+    assert back.served_versions == [v1] and alias_version(mlflow_client, model_name, CHAMPION) == v1
+    # Canary again, and this time the gate passed: promote the held version.
+    dep.deploy(DeployRequest(model_name, v2, strategy="canary", canary_steps=(0.3,), step_seconds=0,
+                             promote=False, validate=False, op_id="canary-2"))  # fmt: skip
+    promoted = dep.deploy(DeployRequest(model_name, v2, strategy="replace", validate=False, op_id="promote"))
+    assert promoted.promoted and promoted.served_versions == [v2]
+    assert alias_version(mlflow_client, model_name, CHAMPION) == v2
+    # A later rollback returns to v1 alone (what served before the canary), not to the canary split.
+    final = dep.rollback(model_name, op_id="rb-2")
+    assert final.served_versions == [v1] and alias_version(mlflow_client, model_name, CHAMPION) == v1
