@@ -46,11 +46,16 @@ class _Entry:
 class PredictionLogWriter:
     """Rolling Parquet writer for one gateway.
 
+    Every ``compact_seconds`` the thread turns the requests queued since into one Arrow table (small
+    steps, so it never holds the interpreter long enough to stall requests); every ``flush_seconds``,
+    or once ``flush_rows`` rows are held, it writes those tables as one file per model and day.
+
     :param log_dir: root folder of the log.
     :param flush_seconds: write a file at least this often while rows come in.
-    :param flush_rows: write a file as soon as this many rows wait.
-    :param max_pending_rows: rows buffered at most; beyond it new rows are dropped and counted.
+    :param flush_rows: write a file as soon as this many rows are held.
+    :param max_pending_rows: rows held at most; beyond it new rows are dropped and counted.
     :param on_drop: called with ``(model, rows)`` when rows are dropped.
+    :param compact_seconds: how often queued requests become Arrow tables.
     """
 
     def __init__(
@@ -60,6 +65,7 @@ class PredictionLogWriter:
         flush_rows: int = 50_000,
         max_pending_rows: int = 1_000_000,
         on_drop: Callable[[str, int], None] | None = None,
+        compact_seconds: float = 0.2,
     ) -> None:
         self.root = Path(log_dir)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -67,10 +73,12 @@ class PredictionLogWriter:
         self.flush_rows = flush_rows
         self.max_pending_rows = max_pending_rows
         self.on_drop = on_drop
+        self.compact_seconds = min(compact_seconds, flush_seconds)
         self.files_written = 0
         self.rows_written = 0
         self._pending: list[_Entry] = []
-        self._pending_rows = 0
+        self._held_rows = 0  # queued entries plus compacted tables not yet written
+        self._tables: dict[tuple[str, str], list[Any]] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = False
@@ -90,13 +98,11 @@ class PredictionLogWriter:
         n_rows = batch.n_rows
         entry = _Entry(model, version, request_id, time.time_ns() // 1000, batch, predictions)
         with self._lock:
-            if self._closed or self._pending_rows + n_rows > self.max_pending_rows:
-                dropped = True
-            else:
-                dropped = False
+            dropped = self._closed or self._held_rows + n_rows > self.max_pending_rows
+            if not dropped:
                 self._pending.append(entry)
-                self._pending_rows += n_rows
-                full = self._pending_rows >= self.flush_rows
+                self._held_rows += n_rows
+            full = self._held_rows >= self.flush_rows
         if dropped:
             if self.on_drop is not None:
                 self.on_drop(model, n_rows)
@@ -105,65 +111,56 @@ class PredictionLogWriter:
             self._wake.set()
 
     def _run(self) -> None:
+        last_write = time.monotonic()
         while not self._closed:
-            self._wake.wait(self.flush_seconds)
+            self._wake.wait(self.compact_seconds)
             self._wake.clear()
             try:
-                self.flush()
-            except Exception:  # noqa: BLE001 - keep logging alive; the rows stay in the error log
+                with self._write_lock:
+                    self._compact()
+                    due = time.monotonic() - last_write >= self.flush_seconds
+                    if self._tables and (due or self._held_rows >= self.flush_rows):
+                        self._write_tables()
+                        last_write = time.monotonic()
+            except Exception:  # noqa: BLE001 - keep logging alive; the error is in the gateway log
                 log.exception("Writing the prediction log under %s failed", self.root)
 
     def flush(self) -> list[Path]:
-        """Write every buffered row now; return the files written."""
+        """Write every held row now; return the files written."""
         with self._write_lock:
-            with self._lock:
-                entries, self._pending, self._pending_rows = self._pending, [], 0
-            if not entries:
-                return []
-            groups: dict[tuple[str, str], list[_Entry]] = {}
-            for e in entries:
-                day = datetime.fromtimestamp(e.ts_us / 1e6, tz=timezone.utc).strftime("%Y-%m-%d")
-                groups.setdefault((e.model, day), []).append(e)
-            return [self._write(model, day, group) for (model, day), group in groups.items()]
+            self._compact()
+            return self._write_tables()
 
-    def _write(self, model: str, day: str, entries: list[_Entry]) -> Path:
-        import numpy as np
+    def _compact(self) -> None:
+        with self._lock:
+            entries, self._pending = self._pending, []
+        groups: dict[tuple[str, str], list[_Entry]] = {}
+        for e in entries:
+            day = datetime.fromtimestamp(e.ts_us / 1e6, tz=timezone.utc).strftime("%Y-%m-%d")
+            groups.setdefault((e.model, day), []).append(e)
+        for key, group in groups.items():
+            self._tables.setdefault(key, []).append(_table(group))
+
+    def _write_tables(self) -> list[Path]:
+        import pyarrow as pa
+
+        tables, self._tables = self._tables, {}
+        paths = []
+        for (model, day), parts in tables.items():
+            try:
+                merged = [pa.concat_tables(parts, promote_options="default")]
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                merged = parts  # a column changed type between versions: one file per part
+            for table in merged:
+                paths.append(self._write(model, day, table))
+        with self._lock:
+            self._held_rows -= sum(t.num_rows for parts in tables.values() for t in parts)
+        return paths
+
+    def _write(self, model: str, day: str, table: Any) -> Path:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        data: dict[str, Any] = {}
-        first = entries[0].batch
-        if first.matrix is not None and all(
-            e.batch.matrix is not None and e.batch.names == first.names for e in entries
-        ):
-            # The common case: one model's numeric rows, stacked in one call.
-            stacked = np.vstack([e.batch.matrix for e in entries])
-            for j, c in enumerate(first.names):
-                data[c] = pa.array(stacked[:, j])
-        else:
-            names: list[str] = []
-            for e in entries:
-                for c in e.batch.names:
-                    if c not in names:
-                        names.append(c)
-            for c in names:
-                parts = []
-                for e in entries:
-                    col = e.batch.columns.get(c)
-                    parts.append(col if col is not None else np.full(e.n_rows, None, dtype=object))
-                data[c] = _array(np.concatenate(parts) if len(parts) > 1 else parts[0])
-        counts = [e.n_rows for e in entries]
-        data[contract.PREDICTION] = _array(np.concatenate([np.asarray(e.predictions) for e in entries]))
-        # One value per request, spread over its rows by index: no Python string per row.
-        owner = pa.array(np.repeat(np.arange(len(entries)), counts))
-        data[contract.MODEL_NAME] = pa.array([e.model for e in entries], pa.string()).take(owner)
-        data[contract.MODEL_VERSION] = pa.array([e.version for e in entries], pa.string()).take(owner)
-        data[contract.REQUEST_ID] = pa.array([e.request_id for e in entries], pa.string()).take(owner)
-        data[contract.TIMESTAMP] = pa.array(
-            np.repeat(np.array([e.ts_us for e in entries], dtype=np.int64), counts),
-            type=pa.timestamp("us", tz="UTC"),
-        )
-        table = pa.table(data)
         folder = self.root / model / f"date={day}"
         folder.mkdir(parents=True, exist_ok=True)
         name = f"part-{int(time.time() * 1000)}-{uuid.uuid4().hex[:8]}.parquet"
@@ -180,11 +177,51 @@ class PredictionLogWriter:
         return folder / name
 
     def close(self) -> None:
-        """Stop the writer thread and write what is buffered."""
+        """Stop the writer thread and write what is held."""
         self._closed = True
         self._wake.set()
         self._thread.join(timeout=30)
         self.flush()
+
+
+def _table(entries: list[_Entry]) -> Any:
+    """One Arrow table of the rows of ``entries`` (features, then the meta columns)."""
+    import numpy as np
+    import pyarrow as pa
+
+    data: dict[str, Any] = {}
+    first = entries[0].batch
+    if first.matrix is not None and all(
+        e.batch.matrix is not None and e.batch.names == first.names for e in entries
+    ):
+        # The common case: one model's numeric rows, stacked in one call.
+        stacked = np.vstack([e.batch.matrix for e in entries])
+        for j, c in enumerate(first.names):
+            data[c] = pa.array(stacked[:, j])
+    else:
+        names: list[str] = []
+        for e in entries:
+            for c in e.batch.names:
+                if c not in names:
+                    names.append(c)
+        for c in names:
+            parts = []
+            for e in entries:
+                col = e.batch.columns.get(c)
+                parts.append(col if col is not None else np.full(e.n_rows, None, dtype=object))
+            data[c] = _array(np.concatenate(parts) if len(parts) > 1 else parts[0])
+    counts = [e.n_rows for e in entries]
+    data[contract.PREDICTION] = _array(np.concatenate([np.asarray(e.predictions) for e in entries]))
+    # One value per request, spread over its rows by index: no Python string per row.
+    owner = pa.array(np.repeat(np.arange(len(entries)), counts))
+    data[contract.MODEL_NAME] = pa.array([e.model for e in entries], pa.string()).take(owner)
+    data[contract.MODEL_VERSION] = pa.array([e.version for e in entries], pa.string()).take(owner)
+    data[contract.REQUEST_ID] = pa.array([e.request_id for e in entries], pa.string()).take(owner)
+    data[contract.TIMESTAMP] = pa.array(
+        np.repeat(np.array([e.ts_us for e in entries], dtype=np.int64), counts),
+        type=pa.timestamp("us", tz="UTC"),
+    )
+    return pa.table(data)
 
 
 def _array(values: np.ndarray) -> Any:
