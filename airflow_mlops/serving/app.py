@@ -9,6 +9,7 @@ every request sees either the old or the new deployment whole, and none fails du
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
 import logging
 import threading
@@ -104,15 +105,9 @@ class HttpError(Exception):
         self.detail = detail
 
 
-class _Pending:
-    """A served request kept until its feedback arrives."""
-
-    __slots__ = ("model", "predictions", "done")
-
-    def __init__(self, model: LoadedModel, predictions: np.ndarray) -> None:
-        self.model = model
-        self.predictions = predictions
-        self.done = False
+# Models that answered recently, kept for feedback joins after a swap (beyond it: 410 Gone).
+MODELS_KEPT = 32
+_UNKNOWN = object()
 
 
 class ShadowWorker:
@@ -232,10 +227,14 @@ class Gateway:
         self.deployment: Deployment | None = None
         self.status = "empty"
         self.load_error: str | None = None
-        self.pending: dict[str, _Pending] = {}
+        # request_id -> (model key, predictions), or None once its feedback arrived. Plain tuples of
+        # untracked values: the garbage collector stops scanning them, so full collections stay short.
+        self.pending: dict[str, tuple[str, np.ndarray] | None] = {}
+        self.served: dict[str, LoadedModel] = {}
         self.writer: PredictionLogWriter | None = None
         self.shadow: ShadowWorker | None = None
         self._swap_lock = asyncio.Lock()
+        self._frozen = False
 
     # --- deployment changes -------------------------------------------------------------------
     def build(self, config: DeploymentConfig) -> Deployment:
@@ -257,6 +256,13 @@ class Gateway:
     def swap(self, new: Deployment) -> None:
         """Make ``new`` the serving deployment (one reference assignment) and update the gauges."""
         old = self.deployment
+        if old is None and not self._frozen:
+            # Before the first traffic: park the ~300k objects of the imports and models in the
+            # permanent generation, so a full collection under load scans only what came after.
+            gc.collect()
+            gc.freeze()
+            self._frozen = True
+        self.keep_served(new.models)
         self.deployment = new
         self.status = "ready"
         self.load_error = None
@@ -283,9 +289,17 @@ class Gateway:
     def remember(self, request_id: str, model: LoadedModel, predictions: np.ndarray) -> None:
         """Keep a served request for its feedback, forgetting the oldest beyond the capacity."""
         pending = self.pending
-        pending[request_id] = _Pending(model, predictions)
+        pending[request_id] = (model.key, predictions)
         if len(pending) > self.settings.feedback_capacity:
             del pending[next(iter(pending))]
+
+    def keep_served(self, models: dict[str, LoadedModel]) -> None:
+        """Remember the models of a new deployment for feedback joins (the oldest beyond a bound go)."""
+        for m in models.values():
+            self.served.pop(m.key, None)
+            self.served[m.key] = m
+        while len(self.served) > MODELS_KEPT:
+            del self.served[next(iter(self.served))]
 
 
 def _authorize(request: Request, token: str | None) -> None:
@@ -437,8 +451,10 @@ def create_app(
                     'The body must be {"request_id": "...", "label": ...} or {"request_id": ..., "labels": [...]}.',
                 )
             rid = body["request_id"]
-            entry = gw.pending.get(rid)
+            entry = gw.pending.get(rid, _UNKNOWN)
             if entry is None:
+                raise HttpError(409, f"Feedback for request {rid} was already recorded: send it once.")
+            if entry is _UNKNOWN:
                 raise HttpError(
                     404,
                     f"Unknown request_id {rid!r}: it was never served here or is older than the last "
@@ -454,23 +470,27 @@ def create_app(
                 raise HttpError(
                     422, 'Give the true value as "label" (one row) or "labels" (a list, one per row).'
                 )
-            n = len(entry.predictions)
+            key, predictions = entry  # type: ignore[misc]
+            n = len(predictions)
             if len(labels) != n:
                 raise HttpError(
                     422,
                     f"Request {rid} predicted {n} rows but {len(labels)} labels were sent: send one per row.",
                 )
-            if entry.done:
-                raise HttpError(409, f"Feedback for request {rid} was already recorded: send it once.")
-            model = entry.model
+            model = gw.served.get(key)
+            if model is None:
+                raise HttpError(
+                    410,
+                    f"Request {rid} was served by {key}, which left the gateway too long ago to join feedback.",
+                )
             try:
                 y_true = model.coerce_labels(labels)
             except MlopsInputError as e:
                 raise HttpError(422, str(e)) from None
         except HttpError as e:
             return _error(e)
-        entry.done = True
-        y_pred = entry.predictions.tolist()
+        gw.pending[rid] = None
+        y_pred = predictions.tolist()
         metrics.observe_feedback(model.name, model.version, y_true, y_pred, model.class_labels)
         correct = sum(1 for t, p in zip(y_true, y_pred, strict=True) if t == p)
         if model.class_labels is not None:

@@ -138,6 +138,11 @@ class LoadedModel:
                 self._fast = _MatrixPipeline.build(self.estimator, self._names, example, self.is_classifier)
 
     @property
+    def key(self) -> str:
+        """``name/version``: identifies the model across deployments."""
+        return f"{self.name}/{self.version}"
+
+    @property
     def feature_names(self) -> list[str]:
         """The input column names the model takes."""
         return list(self._names)

@@ -245,15 +245,17 @@ def test_feedback_feeds_live_metrics_and_rejects_bad_joins(make_client, bc_recor
     assert 0.9 < m[("mlops_gateway_live_accuracy", _lab("1"))] <= 1.0
     for metric in ("precision", "recall", "f1"):
         assert ("mlops_gateway_live_" + metric, _lab("1")) in m
+    fresh = c.post("/predict", json={"inputs": bc_records[60:70]}).json()
     cases = [
         (c.post("/feedback", json={"request_id": "nope", "label": 1}), 404, "Unknown request_id 'nope'"),
+        (c.post("/feedback", json={"request_id": batch["request_id"], "labels": [1] * 10}), 409, "already"),
         (c.post("/feedback", json={"request_id": ids[0], "label": 1}), 409, "already recorded"),
         (
-            c.post("/feedback", json={"request_id": batch["request_id"], "labels": [1]}),
+            c.post("/feedback", json={"request_id": fresh["request_id"], "labels": [1]}),
             422,
             "predicted 10 rows but 1 labels",
         ),
-        (c.post("/feedback", json={"request_id": ids[0]}), 422, '"label"'),
+        (c.post("/feedback", json={"request_id": fresh["request_id"]}), 422, '"label"'),
         (c.post("/feedback", json={"label": 1}), 422, "request_id"),
     ]
     body = c.post("/predict", json={"inputs": bc_records[0]}).json()
@@ -378,3 +380,14 @@ def test_a_failing_model_answers_500_and_is_counted():
             and "Model bc v3 failed to predict: feature store offline" in r.json()["detail"]
         )
         assert _metrics(c)[("mlops_gateway_requests_total", _lab("3", status="500"))] == 1
+
+
+def test_feedback_for_a_long_gone_model_is_refused_clearly(make_client, bc_records, monkeypatch):
+    from airflow_mlops.serving import app as app_module
+
+    monkeypatch.setattr(app_module, "MODELS_KEPT", 1)
+    c = make_client(SINGLE)
+    rid = c.post("/predict", json={"inputs": bc_records[0]}).json()["request_id"]
+    c.put("/admin/deployment", json={**SINGLE, "routes": [{"version": "2"}]}, headers=AUTH)
+    r = c.post("/feedback", json={"request_id": rid, "label": 0})
+    assert r.status_code == 410 and "served by bc/1" in r.json()["detail"]
