@@ -3,6 +3,10 @@
 Layout: ``<log_dir>/<model_name>/date=YYYY-MM-DD/part-<unix_ms>-<uuid8>.parquet``. Each file holds the
 raw feature columns of the requests plus the columns below (names start with an underscore so that
 they never collide with a feature).
+
+Ground truth sent to ``/feedback`` goes to ``<log_dir>/<model_name>/feedback/date=YYYY-MM-DD/*.parquet``
+(``_request_id``, ``_row``: the row within a batch request, ``_label``, ``_timestamp``), so that the
+labelled production traffic can be joined back to its features for retraining.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ MODEL_VERSION = "_model_version"
 REQUEST_ID = "_request_id"
 TIMESTAMP = "_timestamp"  # timestamp[us, tz=UTC]
 META_COLUMNS = (PREDICTION, MODEL_NAME, MODEL_VERSION, REQUEST_ID, TIMESTAMP)
+FEEDBACK_DIR = "feedback"
+ROW = "_row"
+LABEL = "_label"
 
 
 def model_dir(log_dir: str | os.PathLike[str], model_name: str) -> Path:
@@ -106,6 +113,56 @@ def read_window(
     import pandas as pd
 
     frames = list(iter_window(log_dir, model_name, start, end, keep_meta=keep_meta))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def feedback_dir(log_dir: str | os.PathLike[str], model_name: str) -> Path:
+    """The folder holding ``model_name``'s ground-truth files."""
+    return model_dir(log_dir, model_name) / FEEDBACK_DIR
+
+
+def read_labelled(
+    log_dir: str | os.PathLike[str],
+    model_name: str,
+    target: str,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> pd.DataFrame:
+    """The logged requests whose ground truth came back: feature columns plus ``target``.
+
+    :param log_dir: the gateway's ``--log-dir``.
+    :param model_name: registered model name.
+    :param target: name of the label column in the result.
+    :param start: requests from (default: the whole log).
+    :param end: requests before (default: now).
+    """
+    import pandas as pd
+
+    start = start or datetime(1970, 1, 1, tzinfo=timezone.utc)
+    end = end or datetime.now(timezone.utc)
+    requests = read_window(log_dir, model_name, start, end, keep_meta=True)
+    labels = _read_feedback(log_dir, model_name)
+    if requests.empty or labels.empty:
+        return pd.DataFrame()
+    # A batch request logs one row per input, in order: number them to meet their labels.
+    requests[ROW] = requests.groupby(REQUEST_ID, sort=False).cumcount()
+    labels = labels.drop_duplicates([REQUEST_ID, ROW], keep="last")
+    joined = requests.merge(labels[[REQUEST_ID, ROW, LABEL]], on=[REQUEST_ID, ROW], how="inner")
+    joined = joined.rename(columns={LABEL: target})
+    return joined.drop(columns=[c for c in (*META_COLUMNS, ROW) if c in joined.columns])
+
+
+def _read_feedback(log_dir: str | os.PathLike[str], model_name: str) -> pd.DataFrame:
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    frames = []
+    for f in sorted(feedback_dir(log_dir, model_name).glob("date=*/*.parquet")):
+        try:
+            frames.append(pq.read_table(f).to_pandas())
+        except (OSError, pa.ArrowInvalid):
+            continue  # still being written
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

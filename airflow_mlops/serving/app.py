@@ -29,6 +29,7 @@ from starlette.routing import Route as HttpRoute
 
 from airflow_mlops.core.errors import MlopsInputError, MlopsServiceError
 from airflow_mlops.serving.config import DeploymentConfig
+from airflow_mlops.serving.feedback_log import FeedbackLogWriter
 from airflow_mlops.serving.live_metrics import LiveMetrics
 from airflow_mlops.serving.prediction_log import PredictionLogWriter
 from airflow_mlops.serving.routing import BanditStats, Router
@@ -232,6 +233,7 @@ class Gateway:
         self.pending: dict[str, tuple[str, np.ndarray] | None] = {}
         self.served: dict[str, LoadedModel] = {}
         self.writer: PredictionLogWriter | None = None
+        self.feedback_writer: FeedbackLogWriter | None = None
         self.shadow: ShadowWorker | None = None
         self._swap_lock = asyncio.Lock()
         self._frozen = False
@@ -372,6 +374,7 @@ def create_app(
                 flush_seconds=settings.log_flush_seconds,
                 on_drop=lambda model, n: metrics.log_dropped.labels(model).inc(n),
             )
+            gw.feedback_writer = FeedbackLogWriter(settings.log_dir, flush_seconds=settings.log_flush_seconds)
         task = asyncio.create_task(_initial_load()) if config is not None else None
         try:
             yield
@@ -381,6 +384,8 @@ def create_app(
             gw.shadow.close()
             if gw.writer is not None:
                 gw.writer.close()
+            if gw.feedback_writer is not None:
+                gw.feedback_writer.close()
 
     async def predict(request: Request) -> Response:
         start = time.perf_counter()
@@ -492,6 +497,8 @@ def create_app(
         gw.pending[rid] = None
         y_pred = predictions.tolist()
         metrics.observe_feedback(model.name, model.version, y_true, y_pred, model.class_labels)
+        if gw.feedback_writer is not None:
+            gw.feedback_writer.add(model.name, rid, list(y_true))
         correct = sum(1 for t, p in zip(y_true, y_pred, strict=True) if t == p)
         if model.class_labels is not None:
             gw.bandit.reward(model.version, correct, n - correct)
