@@ -128,17 +128,28 @@ class ShadowWorker:
         self.maxsize = maxsize
         self.interval = interval
         self.processed = 0
-        self._items: deque[tuple[LoadedModel, list[dict[str, Any]], np.ndarray]] = deque()
+        self._items: deque[tuple[LoadedModel, Any, np.ndarray]] = deque()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="shadow", daemon=True)
         self._thread.start()
 
-    def submit(self, model: LoadedModel, records: list[dict[str, Any]], champion_preds: np.ndarray) -> None:
-        """Queue a copy for ``model``; drop it (counted) when the queue is full."""
+    def submit(
+        self, model: LoadedModel, records: list[dict[str, Any]], batch: Batch, champion_preds: np.ndarray
+    ) -> None:
+        """Queue a copy for ``model``; drop it (counted) when the queue is full.
+
+        :param model: the shadow version.
+        :param records: the request's records.
+        :param batch: the champion's validated input, reused when the shadow takes the same columns.
+        :param champion_preds: what the champion answered.
+        """
         if len(self._items) >= self.maxsize:
             self.metrics.shadow_dropped.labels(model.name, model.version).inc()
             return
-        self._items.append((model, records, champion_preds))
+        same_input = (
+            batch.matrix is not None and model.uses_matrix_path and batch.names == model.feature_names
+        )
+        self._items.append((model, batch if same_input else records, champion_preds))
 
     @property
     def pending(self) -> int:
@@ -161,8 +172,8 @@ class ShadowWorker:
         if items:
             self._score(items)
 
-    def _score(self, items: list[tuple[LoadedModel, list[dict[str, Any]], np.ndarray]]) -> None:
-        by_model: dict[int, list[tuple[LoadedModel, list[dict[str, Any]], np.ndarray]]] = {}
+    def _score(self, items: list[tuple[LoadedModel, Any, np.ndarray]]) -> None:
+        by_model: dict[int, list[tuple[LoadedModel, Any, np.ndarray]]] = {}
         for it in items:
             by_model.setdefault(id(it[0]), []).append(it)
         for group in by_model.values():
@@ -186,18 +197,29 @@ class ShadowWorker:
             self.processed += len(group)
 
     @staticmethod
-    def _agreement(
-        model: LoadedModel, group: list[tuple[LoadedModel, list[dict[str, Any]], np.ndarray]]
-    ) -> int:
-        """Predict the group's rows in one call; count the requests whose predictions all match."""
+    def _agreement(model: LoadedModel, group: list[tuple[LoadedModel, Any, np.ndarray]]) -> int:
+        """Predict the group's rows in one call per input kind; count requests whose predictions all match."""
         import numpy as np
 
-        records = [r for _, recs, _ in group for r in recs]
-        preds, _ = model.predict(model.batch(records))
-        start = agree = 0
-        for _, recs, champ in group:
-            agree += bool(np.array_equal(preds[start : start + len(recs)], champ))
-            start += len(recs)
+        from airflow_mlops.serving.models import Batch
+
+        agree = 0
+        matrices = [it for it in group if isinstance(it[1], Batch)]
+        records = [it for it in group if not isinstance(it[1], Batch)]
+        for part in (matrices, records):
+            if not part:
+                continue
+            if part is matrices:
+                stacked = np.vstack([b.matrix for _, b, _ in part])
+                preds, _ = model.predict(Batch(part[0][1].names, len(stacked), matrix=stacked))
+                sizes = [b.n_rows for _, b, _ in part]
+            else:
+                preds, _ = model.predict(model.batch([r for _, recs, _ in part for r in recs]))
+                sizes = [len(recs) for _, recs, _ in part]
+            start = 0
+            for (_, _, champ), n in zip(part, sizes, strict=True):
+                agree += bool(np.array_equal(preds[start : start + n], champ))
+                start += n
         return agree
 
     def close(self) -> None:
@@ -432,7 +454,7 @@ def create_app(
         if gw.writer is not None:
             gw.writer.add(model_name, version, request_id, batch, preds)
         for shadow_version in dep.router.shadow_versions:
-            gw.shadow.submit(dep.models[shadow_version], records, preds)  # type: ignore[union-attr]
+            gw.shadow.submit(dep.models[shadow_version], records, batch, preds)  # type: ignore[union-attr]
         answer: dict[str, Any] = {
             "request_id": request_id,
             "model_name": model_name,
