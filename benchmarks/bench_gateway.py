@@ -292,11 +292,15 @@ def main() -> None:
                 "routes": [{"version": "1"}, {"version": "2"}],
             }  # fmt: skip
             single_runs, shadow_runs = [], []
-            for _ in range(args.shadow_rounds):
-                for cfg, runs in ((single_cfg, single_runs), (shadow_cfg, shadow_runs)):
+            order = [(single_cfg, single_runs), (shadow_cfg, shadow_runs)]
+            for i in range(args.shadow_rounds):
+                # ABBA order: a drift in machine load during the run hits both modes alike.
+                for cfg, runs in order if i % 2 == 0 else order[::-1]:
                     put_deployment(gw_port, cfg)
                     load(urls["gateway"], files[("gateway", "one")], 8, 1.0, lua)
-                    runs.append(load(urls["gateway"], files[("gateway", "one")], 8, args.duration / 2, lua))
+                    runs.append(
+                        load(urls["gateway"], files[("gateway", "one")], 8, args.duration * 0.75, lua)
+                    )
             put_deployment(gw_port, single_cfg)  # the shadow worker drains its queue meanwhile
             time.sleep(0.5)
             shadow_scored = metric_total(gw_port, "mlops_gateway_shadow_requests_total")
