@@ -84,6 +84,8 @@ def register_models(root: Path) -> tuple[str, list[dict], list[dict]]:
     import logging
     import warnings
 
+    import mlflow  # noqa: F401 - configures its loggers on import, so quieten them after
+
     warnings.filterwarnings("ignore")  # MLflow's schema and pickle hints are not what this run reports
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     from sklearn.datasets import load_breast_cancer
