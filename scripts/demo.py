@@ -1,9 +1,13 @@
-"""The embedded demo: the model lifecycle on this machine, no Docker, through real Airflow DAG runs.
+"""The embedded demo: the whole model lifecycle on this machine, no Docker, through real Airflow DAG runs.
 
-Everything it makes lives in ``.mlops/`` (git-ignored): a SQLite Airflow database, a local MLflow store,
-a git+DVC data repository with a local remote, and the logs.
+1. ``mlops_train_gate_deploy`` trains a first model from DVC-tracked data, gates it and deploys it.
+2. Production traffic (the simulator) is served with delayed ground truth.
+3. The world changes: a shift is injected into the traffic.
+4. ``mlops_drift_monitor`` finds the drift (and the fall of live F1) and emits a retraining request.
+5. Airflow queues ``mlops_retrain`` on that Asset event; it snapshots the labelled production data
+   with DVC, retrains, gates, deploys a canary, gates it on live metrics, and promotes it.
 
-Run: ``bash scripts/demo.sh`` (sets up, then runs this file with the project's virtualenv).
+Everything lives in ``.mlops/`` (git-ignored). Run: ``bash scripts/demo.sh``.
 """
 
 from __future__ import annotations
@@ -11,38 +15,64 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = Path(os.environ.get("MLOPS_DEMO_DIR", ROOT / ".mlops")).resolve()
-MODEL = "breast_cancer"
+MODEL = os.environ.get("MLOPS_MODEL_NAME", "breast_cancer")
+# The changed world: a recalibrated instrument reads every size and shape measure 30% higher.
+SHIFT_COLUMNS = ("mean", "worst")
+SHIFT_FACTOR = 1.3
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def configure_environment() -> dict[str, str]:
-    """Point Airflow and the connections at the embedded stores (before Airflow is imported)."""
+    """Point Airflow, the connections and the example DAGs at the embedded stores (before importing Airflow)."""
     mlflow_dir = WORK / "mlflow"
+    # The embedded default is a local store; MLOPS_DEMO_MLFLOW_URI runs the same story against a server.
+    server = os.environ.get("MLOPS_DEMO_MLFLOW_URI")
+    mlflow_conn = (
+        {"conn_type": "mlflow", "host": server}
+        if server
+        else {
+            "conn_type": "mlflow",
+            "host": f"sqlite:///{mlflow_dir / 'mlflow.db'}",
+            "extra": {"artifact_location": str(mlflow_dir / "artifacts")},
+        }
+    )
     env = {
         "AIRFLOW_HOME": str(WORK / "airflow"),
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        # Unpaused, so that an Asset event queues the DAGs scheduled on it, as in production.
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
-        "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps(
-            {
-                "conn_type": "mlflow",
-                "host": f"sqlite:///{mlflow_dir / 'mlflow.db'}",
-                "extra": {"artifact_location": str(mlflow_dir / "artifacts")},
-            }
-        ),
+        "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps(mlflow_conn),
         "AIRFLOW_CONN_DVC_DEFAULT": json.dumps(
             {"conn_type": "dvc", "host": str(WORK / "data-repo"), "extra": {"remote": "local"}}
         ),
+        "MLOPS_MODEL_NAME": MODEL,
+        "MLOPS_GATEWAY_PORT": str(free_port()),
+        "MLOPS_PREDICTION_LOG_DIR": str(WORK / "predictions"),
+        "MLOPS_DEPLOY_STATE_DIR": str(WORK / "deployments"),
+        "MLOPS_ONLINE_MIN_SAMPLES": "40",
+        "MLOPS_DRIFT_WINDOW_SECONDS": "45",
         "GIT_PYTHON_REFRESH": "quiet",
         "DVC_NO_ANALYTICS": "1",
     }
     os.environ.update(env)
+    # Airflow's DAG processor and workers put the DAG folder on sys.path; so does this in-process run.
+    sys.path.insert(0, str(ROOT / "dags"))
     return env
 
 
@@ -50,10 +80,17 @@ def run(cmd: list[str], cwd: Path | None = None) -> str:
     return subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
 
 
-def make_data_repo() -> None:
-    """A git+DVC repository holding the first training data (breast_cancer), pushed to a local remote."""
+def split_data():
+    """The first training data (60%) and the pool production traffic is drawn from (40%)."""
     from sklearn.datasets import load_breast_cancer
 
+    frame = load_breast_cancer(as_frame=True).frame.sample(frac=1.0, random_state=7).reset_index(drop=True)
+    cut = int(len(frame) * 0.6)
+    return frame.iloc[:cut].reset_index(drop=True), frame.iloc[cut:].reset_index(drop=True)
+
+
+def make_data_repo(training) -> None:  # noqa: ANN001 - a DataFrame
+    """A git+DVC repository holding the first training data, pushed to a local remote."""
     repo, remote = WORK / "data-repo", WORK / "dvc-remote"
     repo.mkdir(parents=True)
     remote.mkdir(parents=True, exist_ok=True)
@@ -63,11 +100,46 @@ def make_data_repo() -> None:
     run([sys.executable, "-m", "dvc", "init", "-q"], repo)
     run([sys.executable, "-m", "dvc", "remote", "add", "-d", "local", str(remote)], repo)
     (repo / "data").mkdir()
-    load_breast_cancer(as_frame=True).frame.to_csv(repo / "data" / "training.csv", index=False)
+    training.to_csv(repo / "data" / "training.csv", index=False)
     run([sys.executable, "-m", "dvc", "add", "-q", "data/training.csv"], repo)
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-q", "-m", "training data v1"], repo)
     run([sys.executable, "-m", "dvc", "push", "-q"], repo)
+
+
+class Traffic(threading.Thread):
+    """Production traffic in the background: predictions with ground truth a moment later."""
+
+    def __init__(self, endpoint: str, pool) -> None:  # noqa: ANN001 - a DataFrame
+        super().__init__(name="traffic", daemon=True)
+        self.endpoint, self.pool = endpoint, pool
+        self.shifts: list = []
+        self.stop = threading.Event()
+        self.sent = {"clean": 0, "shifted": 0, "failed": 0}
+
+    def run(self) -> None:
+        import httpx
+
+        from airflow_mlops.simulator import simulate
+
+        while not self.stop.is_set():
+            try:
+                httpx.get(f"{self.endpoint}/ready", timeout=1, trust_env=False).raise_for_status()
+            except httpx.HTTPError:
+                time.sleep(0.5)  # no model served yet
+                continue
+            shifts = list(self.shifts)
+            stats = simulate(self.endpoint, self.pool, "target", requests=40, shifts=shifts, concurrency=2,
+                             feedback_delay=0.3, seed=sum(self.sent.values()))  # fmt: skip
+            self.sent["shifted" if shifts else "clean"] += stats.requests - stats.failed
+            self.sent["failed"] += stats.failed
+
+    def wait_for(self, kind: str, n: int, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        while self.sent[kind] < n:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"traffic stalled: {self.sent}")
+            time.sleep(0.5)
 
 
 def run_dag(dag_id: str, **conf: object) -> str:
@@ -79,26 +151,102 @@ def run_dag(dag_id: str, **conf: object) -> str:
         raise SystemExit(f"DAG import errors: {bag.import_errors}")
     started = time.monotonic()
     dr = bag.dags[dag_id].test(run_conf=conf or None)
-    print(f"  DAG {dag_id}: {dr.state} in {time.monotonic() - started:.0f}s")
+    states = {ti.task_id: str(ti.state) for ti in dr.get_task_instances()}
+    print(f"   DAG {dag_id}: {dr.state} in {time.monotonic() - started:.0f}s  {states}")
+    if str(dr.state) != "success":
+        raise SystemExit(f"{dag_id} did not succeed; task logs: {WORK / 'airflow' / 'logs'}")
     return str(dr.state)
 
 
-def summary() -> None:
-    """Print the model versions with their metrics and aliases, and where everything is."""
+def queued_retraining() -> dict | None:
+    """The retraining request Airflow queued for ``mlops_retrain`` (as its scheduler would run it)."""
+    from airflow.models.asset import AssetDagRunQueue, AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        queued = (
+            session.query(AssetDagRunQueue).filter(AssetDagRunQueue.target_dag_id == "mlops_retrain").all()
+        )
+        if not queued:
+            return None
+        asset = session.get(AssetModel, queued[0].asset_id)
+        event = (
+            session.query(AssetEvent)
+            .filter(AssetEvent.asset_id == asset.id)
+            .order_by(AssetEvent.id.desc())
+            .first()
+        )
+        extra = dict(event.extra or {})
+        extra["asset"] = asset.uri
+        extra["source_dag"] = event.source_dag_id
+        session.query(AssetDagRunQueue).filter(AssetDagRunQueue.target_dag_id == "mlops_retrain").delete()
+        return extra
+
+
+def gateway_metrics(endpoint: str) -> dict[str, dict[str, float]]:
+    """Live metrics per served version from the gateway's /metrics page."""
+    from airflow_mlops.serving.client import GatewayClient, parse_metrics
+
+    with GatewayClient(endpoint) as client:
+        samples = parse_metrics(client.metrics_text())
+    out: dict[str, dict[str, float]] = {}
+    for (name, labels), value in samples.items():
+        labels = dict(labels)
+        if labels.get("model") == MODEL and name.startswith("mlops_gateway_live_"):
+            out.setdefault(labels["version"], {})[name.removeprefix("mlops_gateway_live_")] = value
+    return out
+
+
+def summary(endpoint: str, drift: dict) -> None:
+    """Versions and their metrics, champion history, drift share, live F1 per version; where things are."""
     from mlflow import MlflowClient
+
+    from airflow_mlops.deploy.ledger import read_history
 
     uri = json.loads(os.environ["AIRFLOW_CONN_MLFLOW_DEFAULT"])["host"]
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     aliases = client.get_registered_model(MODEL).aliases
-    print(f"\nModel {MODEL}:")
-    print(f"  {'version':>7}  {'f1':>6}  {'accuracy':>8}  {'roc_auc':>7}  aliases")
+    live = gateway_metrics(endpoint)
+    print(f"\nModel {MODEL}")
+    print(
+        f"  {'version':>7}  {'test f1':>7}  {'test auc':>8}  {'live f1':>7}  {'live acc':>8}  {'labelled':>8}  aliases, gates"
+    )
     for mv in sorted(client.search_model_versions(f"name='{MODEL}'"), key=lambda m: int(m.version)):
         m = client.get_run(mv.run_id).data.metrics
-        names = ",".join(a for a, v in aliases.items() if str(v) == str(mv.version)) or "-"
-        print(f"  {mv.version:>7}  {m.get('f1', 0):6.3f}  {m.get('accuracy', 0):8.3f}  {m.get('roc_auc', 0):7.3f}  {names}")
-    print(f"\nMLflow store: {uri}")
-    print(f"Open the MLflow UI: .venv/bin/mlflow ui --backend-store-uri {uri} --port 5000")
-    print(f"DVC data repository: {WORK / 'data-repo'}; Airflow home and task logs: {WORK / 'airflow'}")
+        lv = live.get(str(mv.version), {})
+        names = [a for a, v in aliases.items() if str(v) == str(mv.version)]
+        gates = [
+            f"{k.removeprefix('mlops.gate.')}={v}"
+            for k, v in mv.tags.items()
+            if k.startswith("mlops.gate.") and not k.endswith(".details")
+        ]
+        print(
+            f"  {mv.version:>7}  {m.get('f1', float('nan')):7.3f}  {m.get('roc_auc', float('nan')):8.3f}  "
+            f"{lv.get('f1', float('nan')):7.3f}  {lv.get('accuracy', float('nan')):8.3f}  {int(lv.get('samples', 0)):>8}  "
+            f"{', '.join(names + gates)}"
+        )
+    print("\nChampion history (promotion ledger)")
+    for h in read_history(client, MODEL):
+        print(
+            f"  {h['at']}  {h['action']:<8} version {h['version']:<3} from {h.get('from_version') or '-':<3} {h.get('dag_run') or ''}"
+        )
+    print(
+        f"\nDrift: {drift.get('drift_share', 0):.0%} of columns drifted -> {'; '.join(drift.get('reasons', []))}"
+    )
+    print(f"\nMLflow store: {uri}  (UI: .venv/bin/mlflow ui --backend-store-uri {uri} --port 5000)")
+    print("Drift reports: MLflow experiment 'mlops-drift' in that store (JSON + HTML per check)")
+    print(f"Prediction log: {WORK / 'predictions'}; DVC data repository: {WORK / 'data-repo'}")
+    print(f"Airflow home and task logs: {WORK / 'airflow'}")
+
+
+def stop_gateway() -> None:
+    from airflow_mlops.core.tracking import MlflowTarget
+    from airflow_mlops.deploy.backends import LocalBackend
+    from airflow_mlops.deploy.rollout import Deployer
+    from airflow_mlops.deploy.state import StateStore
+
+    uri = json.loads(os.environ["AIRFLOW_CONN_MLFLOW_DEFAULT"])["host"]
+    Deployer(MODEL, LocalBackend(), MlflowTarget(uri), StateStore(WORK / "deployments")).teardown()
 
 
 def main() -> None:
@@ -106,15 +254,47 @@ def main() -> None:
     if WORK.exists():
         shutil.rmtree(WORK)  # every demo starts from nothing
     WORK.mkdir(parents=True)
-    configure_environment()
-    print(f"Embedded demo in {WORK}")
-    make_data_repo()
-    run(["airflow", "db", "migrate"]) if shutil.which("airflow") else run([sys.executable, "-m", "airflow", "db", "migrate"])
-    print("1. Train a first model from DVC-tracked data and register it")
-    if run_dag("mlops_train_gate_deploy") != "success":
-        raise SystemExit("the training DAG failed: see the task logs above")
-    summary()
-    print(f"\nDemo finished in {time.monotonic() - started:.0f}s")
+    env = configure_environment()
+    endpoint = f"http://127.0.0.1:{env['MLOPS_GATEWAY_PORT']}"
+    print(f"Embedded demo in {WORK}; the gateway will serve at {endpoint}")
+    training, pool = split_data()
+    make_data_repo(training)
+    run([sys.executable, "-m", "airflow", "db", "migrate"])
+    traffic = Traffic(endpoint, pool)
+    traffic.start()
+    try:
+        print(
+            "1. First model: train from DVC data, offline gate, deploy, online gate on live traffic, promote"
+        )
+        run_dag("mlops_train_gate_deploy")
+        print(
+            f"2. Serving production traffic with delayed ground truth ({traffic.sent['clean']} requests so far)"
+        )
+        from airflow_mlops.simulator import Shift
+
+        columns = [c for c in pool.columns if c.split(" ")[0] in SHIFT_COLUMNS]
+        traffic.shifts = [Shift(c, "*", SHIFT_FACTOR) for c in columns]
+        print(
+            f"3. The world changes: {len(columns)} of {pool.shape[1] - 1} features now read {SHIFT_FACTOR}x"
+        )
+        traffic.wait_for("shifted", 400)
+        time.sleep(11)  # the gateway writes its prediction log every 10 s
+        print("4. Drift monitor: drift in the prediction log, and the champion's live F1")
+        run_dag("mlops_drift_monitor")
+        request = queued_retraining()
+        if request is None:
+            raise SystemExit("the drift monitor did not request retraining")
+        print(
+            f"   Airflow queued mlops_retrain on {request['asset']} from {request['source_dag']}: {request['reasons']}"
+        )
+        print("5. Retraining with the labelled production data, then canary, online gate, promotion")
+        run_dag("mlops_retrain", reasons=request["reasons"])
+        summary(endpoint, request)
+    finally:
+        traffic.stop.set()
+        traffic.join(timeout=30)
+        stop_gateway()
+    print(f"\nTraffic: {traffic.sent}. Demo finished in {time.monotonic() - started:.0f}s")
 
 
 if __name__ == "__main__":

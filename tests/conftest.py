@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -20,6 +21,9 @@ os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
 # dag.test() in Airflow 3.3 runs DAGs from a bundle folder: the example DAGs and the test DAGs
 # (tests/dag_files) are copied into one, and a test runs them by id with run_dag().
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(_HOME / "dags")
+# Airflow's DAG processor and workers put the DAG folder on sys.path (the example DAGs share a module).
+(_HOME / "dags").mkdir()
+sys.path.insert(0, str(_HOME / "dags"))
 os.environ.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{_HOME / 'airflow.db'}")
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
@@ -34,9 +38,12 @@ from tests.servers import start_mlflow_server, start_prometheus, stop  # noqa: E
 def airflow_db() -> Path:
     """A migrated Airflow metadata database (SQLite) in a throwaway AIRFLOW_HOME, with the DAG folder."""
     dags = _HOME / "dags"
-    dags.mkdir(exist_ok=True)
-    for src in [*(REPO_ROOT / "dags").glob("*.py"), *(REPO_ROOT / "tests" / "dag_files").glob("*.py")]:
+    shutil.copytree(
+        REPO_ROOT / "dags", dags, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    for src in (REPO_ROOT / "tests" / "dag_files").glob("*.py"):
         shutil.copy(src, dags / src.name)
+    importlib.invalidate_caches()
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
     return _HOME
 

@@ -402,6 +402,16 @@ class Deployer:
                     # Promoting a held canary: what it replaces is the routing from before the canary.
                     previous = state.previous_config
             serving_champion = (previous or {}).get("champion") or expected
+            if (
+                req.strategy == "replace"
+                and expected == new
+                and _same_routes(previous, single_config(req.model_name, new))
+                and self._alive(state)
+            ):
+                log.info(
+                    "%s version %s already serves alone as champion: nothing to change.", req.model_name, new
+                )
+                return self._result(state, "deploy", version=new, promoted=True, reused=True)
             stages, promotes = plan_stages(req, serving_champion)
             state.last_op = {
                 "id": req.op_id,

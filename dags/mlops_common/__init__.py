@@ -1,0 +1,118 @@
+"""Settings and the release chain shared by the example DAGs.
+
+Settings come from the environment so the same DAGs run in the embedded demo (a local gateway process,
+live metrics read from its ``/metrics`` page) and in the compose stack (the ``gateway`` service, live
+metrics through Prometheus). Nothing heavy is imported here: DAG files stay cheap to parse.
+"""
+
+from __future__ import annotations
+
+import os
+
+from airflow.sdk import Asset
+
+MODEL = os.environ.get("MLOPS_MODEL_NAME", "breast_cancer")
+TARGET = os.environ.get("MLOPS_TARGET", "target")
+DATA_PATH = os.environ.get("MLOPS_DATA_PATH", "data/training.csv")  # inside the DVC repository
+# local: a gateway subprocess; docker: a container; external: an existing gateway (compose).
+BACKEND = os.environ.get("MLOPS_DEPLOY_BACKEND", "local")
+GATEWAY_PORT = int(os.environ.get("MLOPS_GATEWAY_PORT", "8765"))
+GATEWAY_URL = os.environ.get("MLOPS_GATEWAY_URL", f"http://127.0.0.1:{GATEWAY_PORT}")
+PREDICTION_LOG_DIR = os.environ.get("MLOPS_PREDICTION_LOG_DIR", os.path.expanduser("~/.mlops/predictions"))
+# gateway: read live metrics from the gateway's /metrics page; prometheus: PromQL (prometheus_default).
+LIVE_METRICS = os.environ.get("MLOPS_LIVE_METRICS", "gateway")
+PUSHGATEWAY_CONN_ID = os.environ.get("MLOPS_PUSHGATEWAY_CONN_ID") or None
+CANARY_SHARE = float(os.environ.get("MLOPS_CANARY_SHARE", "0.3"))
+ONLINE_MIN_SAMPLES = int(os.environ.get("MLOPS_ONLINE_MIN_SAMPLES", "40"))
+ONLINE_GATE_TIMEOUT = int(os.environ.get("MLOPS_ONLINE_GATE_TIMEOUT", "600"))
+F1_FLOOR = float(os.environ.get("MLOPS_F1_FLOOR", "0.85"))
+DRIFT_WINDOW = float(os.environ.get("MLOPS_DRIFT_WINDOW_SECONDS", "900"))
+
+# Asset events: every registered version, and every retraining request (the retrain DAG listens).
+MODEL_TRAINED = Asset(f"mlops://models/{MODEL}")
+RETRAIN_REQUEST = Asset(f"mlops://retrain/{MODEL}")
+
+CANDIDATE = "{{ ti.xcom_pull(task_ids='train')['version'] }}"
+
+
+def live_source() -> dict:
+    """Where live metrics come from: the gateway's page, or Prometheus."""
+    if LIVE_METRICS == "prometheus":
+        return {"kind": "prometheus"}
+    return {"kind": "metrics_url", "url": f"{GATEWAY_URL}/metrics"}
+
+
+# Offline: the candidate's test metrics against the champion's (skipped for the first model).
+OFFLINE_GATE = {
+    "name": "offline",
+    "source": {"kind": "mlflow"},
+    "rules": [
+        {"metric": "f1", "min": F1_FLOOR, "min_change": -0.03, "max_change": 0.25},
+        {"metric": "roc_auc", "min": 0.9},
+    ],
+}
+# Online: the canary's live quality on real traffic with ground truth, against the champion's.
+ONLINE_GATE = {
+    "name": "online",
+    "source": live_source(),
+    "rules": [
+        {"metric": "f1", "min": F1_FLOOR, "min_change": -0.02, "min_samples": ONLINE_MIN_SAMPLES},
+        {"metric": "accuracy", "min": F1_FLOOR - 0.05, "min_samples": ONLINE_MIN_SAMPLES},
+    ],
+}
+# The champion's live F1 floor, checked by the drift monitor.
+LIVE_FLOOR = {
+    "name": "live_floor",
+    "source": live_source(),
+    "rules": [{"metric": "f1", "min": F1_FLOOR, "min_samples": ONLINE_MIN_SAMPLES}],
+}
+
+
+def deploy_kwargs() -> dict:
+    """Where the gateway runs, for every DeployOperator of the examples."""
+    if BACKEND == "external":
+        return {"backend": "external", "gateway_url": GATEWAY_URL}
+    return {"backend": BACKEND, "port": GATEWAY_PORT, "log_dir": PREDICTION_LOG_DIR}
+
+
+def release_chain(train) -> None:  # noqa: ANN001 - a TrainOperator
+    """After ``train``: offline gate -> canary -> online gate -> promote, or roll the canary back.
+
+    The first model has no champion to compare with: its canary is a plain deploy, and the change
+    rules of both gates are skipped (bounds still apply).
+    """
+    from airflow.sdk import task
+
+    from airflow_mlops.operators.deploy import DeployOperator
+    from airflow_mlops.sensors.validation_gate import ValidationGateSensor
+
+    offline_gate = ValidationGateSensor(
+        task_id="offline_gate", spec=OFFLINE_GATE, model_name=MODEL, version=CANDIDATE,
+        promote_alias="challenger", soft_fail=True, poke_interval=5, timeout=120,
+    )  # fmt: skip
+    canary = DeployOperator(
+        task_id="deploy_canary", model_name=MODEL, version=CANDIDATE, strategy="canary",
+        canary_steps=[CANARY_SHARE], step_seconds=5, promote=False, **deploy_kwargs(),
+    )  # fmt: skip
+    online_gate = ValidationGateSensor(
+        task_id="online_gate", spec=ONLINE_GATE, model_name=MODEL, version=CANDIDATE,
+        poke_interval=10, timeout=ONLINE_GATE_TIMEOUT,
+    )  # fmt: skip
+
+    @task.branch(trigger_rule="all_done")
+    def decide(version: str) -> str | None:
+        """Promote when the online gate passed, roll back when it failed; nothing ran: nothing to do."""
+        from airflow_mlops.hooks.mlflow import MlflowHook
+
+        hook = MlflowHook()
+        with hook.activate():
+            tags = hook.get_conn().get_model_version(MODEL, version).tags
+        return {"passed": "promote", "failed": "rollback"}.get(tags.get("mlops.gate.online"))
+
+    promote = DeployOperator(
+        task_id="promote", model_name=MODEL, version=CANDIDATE, strategy="replace", validate=False,
+        **deploy_kwargs(),
+    )  # fmt: skip
+    rollback = DeployOperator(task_id="rollback", model_name=MODEL, action="rollback", **deploy_kwargs())
+    train >> offline_gate >> canary >> online_gate
+    online_gate >> decide(CANDIDATE) >> [promote, rollback]

@@ -1,0 +1,78 @@
+"""Retrain on what production taught us: snapshot the training data plus the labelled production traffic
+with DVC, then train, gate and roll out exactly as the first model was.
+
+Scheduled on the retraining Asset (the drift monitor's requests) or nightly, whichever comes first.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from airflow.sdk import DAG, task
+from airflow.timetables.assets import AssetOrTimeSchedule
+from airflow.timetables.trigger import CronTriggerTimetable
+from mlops_common import (
+    DATA_PATH,
+    MODEL,
+    MODEL_TRAINED,
+    PREDICTION_LOG_DIR,
+    RETRAIN_REQUEST,
+    TARGET,
+    release_chain,
+)
+
+from airflow_mlops.operators.train import TrainOperator
+
+with DAG(
+    "mlops_retrain",
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("0 3 * * *", timezone="UTC"), assets=RETRAIN_REQUEST
+    ),
+    start_date=datetime.datetime(2024, 1, 1),
+    catchup=False,
+    tags=["mlops", "example"],
+) as dag:
+
+    @task
+    def snapshot_training_data(*, triggering_asset_events=None, dag_run=None) -> str:
+        """Append the production requests whose ground truth came back to the training data, and
+        version the result with DVC; return the new git revision."""
+        import tempfile
+
+        import pandas as pd
+
+        from airflow_mlops.core.prediction_log import read_labelled
+        from airflow_mlops.hooks.dvc import DvcHook
+
+        reasons = [
+            r
+            for ev in (triggering_asset_events or {}).get(RETRAIN_REQUEST, [])
+            for r in ev.extra.get("reasons", [])
+        ]
+        reasons = reasons or (dag_run.conf or {}).get("reasons") or ["scheduled"]
+        hook = DvcHook()
+        current, lineage = hook.read_dataframe(DATA_PATH)
+        labelled = read_labelled(PREDICTION_LOG_DIR, MODEL, target=TARGET)
+        print(f"Retraining because: {'; '.join(reasons)}. {len(labelled)} labelled production rows.")
+        if labelled.empty:
+            return lineage["commit"]  # nothing new: retrain on the data as it is
+        # The same request repeated must not outweigh the rest: keep each distinct labelled row once.
+        merged = pd.concat([current, labelled[current.columns]], ignore_index=True).drop_duplicates()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = f"{tmp}/training.csv"
+            merged.to_csv(path, index=False)
+            message = f"{len(labelled)} labelled production rows ({'; '.join(reasons)})"
+            return hook.snapshot(path, DATA_PATH, message)
+
+    train = TrainOperator(
+        task_id="train",
+        registered_model_name=MODEL,
+        dvc_path=DATA_PATH,
+        dvc_rev="{{ ti.xcom_pull(task_ids='snapshot_training_data') }}",
+        target=TARGET,
+        estimator="sklearn.linear_model.LogisticRegression",
+        estimator_params={"max_iter": 1000},
+        outlets=[MODEL_TRAINED],
+    )
+    snapshot_training_data() >> train
+    release_chain(train)
