@@ -14,7 +14,8 @@ FROM ${BASE_IMAGE} AS build
 ARG SKLEARN_VERSION=1.9.1
 ARG MLFLOW_VERSION=3.17.2
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
-COPY docker/certs/ /tmp/certs/
+# docker/certs is git-ignored and may be absent: a glob beside a file that always exists never fails.
+COPY pyproject.toml docker/certs* /tmp/certs/
 # The proxy's CA joins the system bundle for pip only, in this stage only: the final image never has it.
 RUN set -eu; \
     bundle=/tmp/ca-bundle.pem; \
@@ -24,7 +25,7 @@ RUN set -eu; \
     PIP_CERT="$bundle" /opt/venv/bin/pip install \
         "scikit-learn==${SKLEARN_VERSION}" \
         "mlflow-skinny==${MLFLOW_VERSION}" \
-        pandas pyarrow scipy starlette uvicorn prometheus-client httpx cloudpickle skops
+        pandas pyarrow scipy starlette uvicorn uvloop httptools orjson prometheus-client httpx cloudpickle skops
 COPY pyproject.toml /src/
 COPY airflow_mlops/ /src/airflow_mlops/
 COPY README.md /src/
