@@ -8,33 +8,7 @@ from pathlib import Path
 import pytest
 
 from airflow_mlops.core.tracking import MlflowTarget
-
-
-def register_versions(tracking_uri: str, name: str, params: list[dict]) -> list[str]:
-    """Train one LogisticRegression on breast_cancer per ``params`` and register each as a version."""
-    from sklearn.datasets import load_breast_cancer
-
-    from airflow_mlops.core.model_logging import DatasetInfo, ensure_experiment, log_model_run
-    from airflow_mlops.core.training import Candidate, train_model
-
-    frame = load_breast_cancer(as_frame=True).frame
-    versions = []
-    with MlflowTarget(tracking_uri).activate():
-        eid = ensure_experiment(f"deploy-tests-{name}")
-        for p in params:
-            outcome = train_model(
-                frame,
-                "target",
-                [Candidate("sklearn.linear_model.LogisticRegression", {"max_iter": 500, **p})],
-            )
-            info = log_model_run(
-                outcome,
-                model_name=name,
-                experiment_id=eid,
-                dataset=DatasetInfo(frame, "/data/breast_cancer.csv"),
-            )
-            versions.append(info["version"])
-    return versions
+from tests.models import register_versions
 
 
 @pytest.fixture

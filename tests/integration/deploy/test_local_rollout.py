@@ -185,7 +185,7 @@ def test_champion_moved_meanwhile_is_not_overwritten(
 ):
     """Compare-and-set: another promotion during the canary wins; this deploy restores its routing."""
     from tests.conftest import REPO_ROOT  # noqa: F401 - the session's MLflow is the same server
-    from tests.integration.deploy.conftest import register_versions
+    from tests.models import register_versions
 
     v1, v2 = two_versions
     dep = deployers("bc")

@@ -5,22 +5,15 @@ from __future__ import annotations
 import pandas as pd
 from sklearn.datasets import load_breast_cancer
 
-from airflow_mlops.core.model_logging import DatasetInfo, ensure_experiment, log_model_run
 from airflow_mlops.core.prediction_log import read_labelled
-from airflow_mlops.core.tracking import MlflowTarget
-from airflow_mlops.core.training import Candidate, train_model
 from airflow_mlops.serving.client import GatewayClient
+from tests.models import register_versions
 from tests.servers import start_gateway, stop
 
 
 def test_labelled_requests_join_their_features(mlflow_server, model_name, tmp_path):
     frame = load_breast_cancer(as_frame=True).frame
-    outcome = train_model(
-        frame, "target", [Candidate("sklearn.linear_model.LogisticRegression", {"max_iter": 500})]
-    )
-    with MlflowTarget(mlflow_server).activate():
-        v = log_model_run(outcome, model_name=model_name, experiment_id=ensure_experiment(model_name),
-                          dataset=DatasetInfo(frame, "bc.csv"))["version"]  # fmt: skip
+    (v,) = register_versions(mlflow_server, model_name, [{}])
     config = {
         "model_name": model_name,
         "strategy": "single",

@@ -6,25 +6,18 @@ import pytest
 from sklearn.datasets import load_breast_cancer
 
 from airflow_mlops.core.errors import MlopsInputError
-from airflow_mlops.core.model_logging import DatasetInfo, ensure_experiment, log_model_run
-from airflow_mlops.core.tracking import MlflowTarget
-from airflow_mlops.core.training import Candidate, train_model
 from airflow_mlops.serving.client import GatewayClient, parse_metrics
 from airflow_mlops.simulator import Shift, apply_shifts, simulate
+from tests.models import register_versions
 from tests.servers import start_gateway, stop
 
 
 @pytest.fixture
 def served_model(mlflow_server, model_name, tmp_path):
     frame = load_breast_cancer(as_frame=True).frame
-    outcome = train_model(
-        frame, "target", [Candidate("sklearn.linear_model.LogisticRegression", {"max_iter": 1000})]
-    )
-    with MlflowTarget(mlflow_server).activate():
-        result = log_model_run(outcome, model_name=model_name, experiment_id=ensure_experiment(model_name),
-                               dataset=DatasetInfo(frame, "breast_cancer.csv"))  # fmt: skip
-    config = {"model_name": model_name, "strategy": "single", "routes": [{"version": result["version"], "weight": 1.0}],
-              "champion": result["version"]}  # fmt: skip
+    (version,) = register_versions(mlflow_server, model_name, [{"C": 1.0}])
+    config = {"model_name": model_name, "strategy": "single", "routes": [{"version": version, "weight": 1.0}],
+              "champion": version}  # fmt: skip
     proc, url = start_gateway(tmp_path / "gw", mlflow_server, config=config)
     yield url, frame, model_name
     stop(proc)
