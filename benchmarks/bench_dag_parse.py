@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-DAG_TEMPLATE = '''
+DAG_TEMPLATE = """
 import datetime
 from airflow.sdk import DAG
 {import_line}
@@ -25,7 +25,7 @@ from airflow.sdk import DAG
 with DAG("bench_parse", schedule=None, start_date=datetime.datetime(2024, 1, 1), catchup=False) as dag:
     for i in range(5):
         {task}
-'''
+"""
 TRAIN = dict(
     import_line="from airflow_mlops.operators.train import TrainOperator",
     task='TrainOperator(task_id=f"train_{i}", registered_model_name="bc", data="data.csv", target="target")',
@@ -53,7 +53,9 @@ def parse_once(path: Path) -> tuple[float, str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--reps", type=int, default=25)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -74,7 +76,9 @@ def main() -> None:
     ratios = [a / b for a, b in zip(times["train"], times["empty"], strict=True)]
     for name, values in times.items():
         ms = [v * 1000 for v in values]
-        print(f"{name:>5}: median {statistics.median(ms):7.1f} ms  min {min(ms):7.1f} ms  max {max(ms):7.1f} ms  (n={len(ms)})")
+        print(
+            f"{name:>5}: median {statistics.median(ms):7.1f} ms  min {min(ms):7.1f} ms  max {max(ms):7.1f} ms  (n={len(ms)})"
+        )
     print(f"heavy modules imported by the TrainOperator DAG: {sorted(heavy_seen) or 'none'}")
     print(f"parse_overhead_ms={statistics.median(diffs):.1f} ratio={statistics.median(ratios):.2f}")
 

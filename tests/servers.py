@@ -95,7 +95,9 @@ class PrometheusServer:
         import json
         import urllib.parse
 
-        with urllib.request.urlopen(f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': promql})}") as r:
+        with urllib.request.urlopen(
+            f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
+        ) as r:
             return json.loads(r.read())["data"]["result"]
 
     def wait_for(self, promql: str, timeout: float = 30.0) -> list[dict]:
@@ -182,7 +184,6 @@ def start_pushgateway(root: Path) -> tuple[subprocess.Popen, str]:
         stop(proc)
         raise RuntimeError((root / "pushgateway.log").read_text()[-3000:]) from None
     return proc, url
-
 
 
 def start_gateway(
