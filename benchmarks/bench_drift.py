@@ -49,14 +49,17 @@ def ensure_bench_env() -> None:
     os.execve(str(py), [str(py), __file__, *sys.argv[1:]], env)
 
 
-def make_frames(n: int, seed: int = 7):
+def make_frames(n: int, seed: int = 7, sample_seed: int | None = None):
+    """Reference and current frames of ``n`` rows; ``seed`` fixes the distributions, ``sample_seed``
+    (default: ``seed``) the draws, so chunks drawn with other sample seeds share the distributions."""
     import numpy as np
     import pandas as pd
 
-    rng = np.random.default_rng(seed)
+    params = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed if sample_seed is None else sample_seed)
     ref, cur = {}, {}
     for i in range(N_NUM):
-        mu, sd = rng.uniform(-5, 5), rng.uniform(0.5, 3)
+        mu, sd = params.uniform(-5, 5), params.uniform(0.5, 3)
         ref[f"num_{i}"] = rng.normal(mu, sd, n)
         kind, amount = SHIFTED_NUM.get(i, ("none", 0.0))
         if kind == "mean":
@@ -68,7 +71,7 @@ def make_frames(n: int, seed: int = 7):
     for j in range(N_CAT):
         k = 3 + 2 * j
         cats = np.array([f"c{j}_{v}" for v in range(k)], dtype=object)
-        p = rng.dirichlet(np.ones(k) * 3)
+        p = params.dirichlet(np.ones(k) * 3)
         ref[f"cat_{j}"] = cats[rng.choice(k, n, p=p)]
         q = p.copy()
         if j in SHIFTED_CAT:
@@ -196,7 +199,7 @@ def big_run(profile, rows: int, tmp: Path) -> tuple[float, int, int, bool]:
     folder.mkdir(parents=True, exist_ok=True)
     per = 1_000_000
     for i in range(0, rows, per):
-        _, cur = make_frames(min(per, rows - i), seed=100 + i // per)
+        _, cur = make_frames(min(per, rows - i), sample_seed=100 + i // per)
         pq.write_table(
             pa.Table.from_pandas(cur, preserve_index=False), folder / f"part-{i // per:03d}.parquet"
         )
