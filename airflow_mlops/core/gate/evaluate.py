@@ -362,6 +362,7 @@ def run_gate(
         base_ev = source.collect(base_ref, spec.rules) if base_ref and _compares(spec) else None
     verdict = evaluate(spec, model_name, version, cand_ev, base_ev, base_ref.version if base_ref else None)
     if base_mv is not None and base_ref is None:
+        verdict.baseline_version = str(base_mv.version)  # the title then reads "v1 vs champion = v1"
         for row in verdict.rows:
             if row.status == SKIPPED:
                 row.reason = f"the candidate is {spec.baseline} itself: change rules skipped"
