@@ -28,6 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--registry-uri", default=os.environ.get("MLFLOW_REGISTRY_URI"), help="MLflow registry URI"
     )
     p.add_argument("--config", help="deployment config (JSON) to load at startup")
+    p.add_argument(
+        "--state-file",
+        help="file where every applied deployment is saved; at startup it wins over --config when it exists",
+    )
     p.add_argument("--log-dir", help="folder of the prediction log (rolling Parquet files)")
     p.add_argument("--log-flush-seconds", type=float, default=10.0, help="prediction-log file interval")
     p.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024, help="largest request body")
@@ -63,7 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from airflow_mlops.serving.models import ModelLoader
 
     try:
-        config = load_config(args.config) if args.config else None
+        # The last applied deployment (state file) is newer than the initial one (--config).
+        startup = args.state_file if args.state_file and os.path.exists(args.state_file) else args.config
+        config = load_config(startup) if startup else None
     except MlopsInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -84,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         window=args.window,
         shadow_queue=args.shadow_queue,
         log_flush_seconds=args.log_flush_seconds,
+        state_file=args.state_file,
     )
     app = create_app(settings, config=config, load_model=loader.load, resolve=loader.resolve)
     uvicorn.run(

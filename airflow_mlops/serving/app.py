@@ -76,6 +76,7 @@ class GatewaySettings:
     :param window: labelled predictions per version in the live-metric window.
     :param shadow_queue: shadow copies waiting at most (more are dropped and counted).
     :param log_flush_seconds: how often the prediction log writes a file.
+    :param state_file: where each applied deployment is saved, so that a restarted gateway serves it again.
     """
 
     admin_token: str | None = field(default=None, repr=False)
@@ -86,6 +87,7 @@ class GatewaySettings:
     window: int = 1000
     shadow_queue: int = 10_000
     log_flush_seconds: float = 10.0
+    state_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -570,6 +572,8 @@ def create_app(
                 raise HttpError(
                     500, f"Loading the models failed: {e}. The deployment was not changed."
                 ) from None
+            if settings.state_file:
+                save_state(settings.state_file, new.config.to_dict())
             return _json(new.config.to_dict())
         except HttpError as e:
             return _error(e)
@@ -587,3 +591,15 @@ def create_app(
     )
     app.state.gateway = gw
     return app
+
+
+def save_state(path: str, config: dict[str, Any]) -> None:
+    """Write the applied deployment atomically (a crash mid-write leaves the previous file)."""
+    import json
+    import os
+
+    tmp = f"{path}.tmp"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(tmp, "w") as f:
+        json.dump(config, f)
+    os.replace(tmp, path)
