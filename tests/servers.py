@@ -47,27 +47,49 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=5)
 
 
+def start_process(
+    args: list[str],
+    root: Path,
+    name: str,
+    ready_path: str,
+    port: int,
+    timeout: float = 60.0,
+    env: dict | None = None,
+) -> tuple[subprocess.Popen, str]:
+    """Start a server in its own process group, its output in ``root/<name>.log``, and wait until
+    ``http://127.0.0.1:<port><ready_path>`` answers; on failure, stop it and raise with its log's tail.
+
+    :param args: the command line.
+    :param root: folder for the log.
+    :param name: the log's name.
+    :param ready_path: the path that answers 200 once the server is ready.
+    :param port: the loopback port it listens on.
+    :param timeout: seconds to wait.
+    :param env: the environment (default: this process's).
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    log_path = root / f"{name}.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - kept open for the process's life
+    proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + ready_path, timeout=timeout, proc=proc)
+    except Exception:
+        stop(proc)
+        raise RuntimeError(log_path.read_text()[-3000:]) from None
+    return proc, url
+
+
 def start_mlflow_server(root: Path) -> tuple[subprocess.Popen, str]:
     """A real ``mlflow server`` (SQLite backend, local artifacts served by it) on a free port."""
     port = free_port()
-    root.mkdir(parents=True, exist_ok=True)
-    log = open(root / "mlflow-server.log", "wb")  # noqa: SIM115 - kept open for the process's life
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "mlflow", "server",
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-            "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination", str(root / "artifacts"),
-        ],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/health", timeout=120, proc=proc)
-    except Exception:
-        stop(proc)
-        raise RuntimeError((root / "mlflow-server.log").read_text()[-3000:]) from None
-    return proc, url
+    args = [
+        sys.executable, "-m", "mlflow", "server",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination", str(root / "artifacts"),
+    ]  # fmt: skip
+    return start_process(args, root, "mlflow-server", "/health", port, timeout=120)
 
 
 class PrometheusServer:
@@ -143,21 +165,12 @@ def start_prometheus(
     }
     (root / "prometheus.yml").write_text(json.dumps(config))  # JSON is valid YAML
     port = free_port()
-    log = open(root / "prometheus.log", "wb")  # noqa: SIM115 - kept open for the process's life
-    proc = subprocess.Popen(
-        [
-            binary, f"--config.file={root / 'prometheus.yml'}",
-            f"--web.listen-address=127.0.0.1:{port}", f"--storage.tsdb.path={root / 'data'}",
-            "--storage.tsdb.retention.time=1h",
-        ],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/-/ready", timeout=60, proc=proc)
-    except Exception:
-        stop(proc)
-        raise RuntimeError((root / "prometheus.log").read_text()[-3000:]) from None
+    args = [
+        binary, f"--config.file={root / 'prometheus.yml'}",
+        f"--web.listen-address=127.0.0.1:{port}", f"--storage.tsdb.path={root / 'data'}",
+        "--storage.tsdb.retention.time=1h",
+    ]  # fmt: skip
+    proc, url = start_process(args, root, "prometheus", "/-/ready", port)
     return PrometheusServer(proc, url, sd_dir)
 
 
@@ -170,20 +183,10 @@ def start_pushgateway(root: Path) -> tuple[subprocess.Popen, str]:
         raise RuntimeError(
             "prometheus-pushgateway is not installed: apt-get install -y prometheus-pushgateway"
         )
-    root.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    log = open(root / "pushgateway.log", "wb")  # noqa: SIM115 - kept open for the process's life
-    proc = subprocess.Popen(
-        [binary, f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/-/ready", timeout=30, proc=proc)
-    except Exception:
-        stop(proc)
-        raise RuntimeError((root / "pushgateway.log").read_text()[-3000:]) from None
-    return proc, url
+    return start_process(
+        [binary, f"--web.listen-address=127.0.0.1:{port}"], root, "pushgateway", "/-/ready", port, 30
+    )
 
 
 def start_gateway(
@@ -217,13 +220,5 @@ def start_gateway(
     env = {k: v for k, v in os.environ.items() if k != "MLOPS_GATEWAY_ADMIN_TOKEN"}
     if admin_token is not None:
         env["MLOPS_GATEWAY_ADMIN_TOKEN"] = admin_token
-    log = open(root / "gateway.log", "wb")  # noqa: SIM115 - kept open for the process's life
-    proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        path = "/ready" if wait_ready and config is not None else "/health"
-        wait_http(url + path, timeout=120, proc=proc)
-    except Exception:
-        stop(proc)
-        raise RuntimeError((root / "gateway.log").read_text()[-3000:]) from None
-    return proc, url
+    path = "/ready" if wait_ready and config is not None else "/health"
+    return start_process(args, root, "gateway", path, port, timeout=120, env=env)

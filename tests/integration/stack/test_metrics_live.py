@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -37,7 +36,7 @@ from tests.integration.stack.stack_files import (
     metric_names,
     selector_labels,
 )
-from tests.servers import free_port, start_pushgateway, stop, wait_http
+from tests.servers import free_port, start_gateway, start_process, start_pushgateway, stop
 
 ADMIN_TOKEN = "stack-test-admin-token"
 ROWS = 60  # > the alerts' 50-sample minimum
@@ -129,47 +128,17 @@ def _start_prometheus(root: Path, gateway: str, pushgateway: str) -> tuple[subpr
             static["targets"] = [addresses[t] for t in static["targets"]]
     (root / "prometheus.yml").write_text(yaml.safe_dump(config))
     shutil.copy(ALERT_RULES, root / ALERT_RULES.name)  # rule_files stays relative, as in the stack
-    log = open(root / "prometheus.log", "wb")  # noqa: SIM115 - kept open for the process's life
-    proc = subprocess.Popen(
-        [
-            shutil.which("prometheus") or "prometheus", f"--config.file={root / 'prometheus.yml'}",
-            f"--web.listen-address=127.0.0.1:{port}", f"--storage.tsdb.path={root / 'data'}",
-        ],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/-/ready", timeout=60, proc=proc)
-    except Exception:
-        stop(proc)
-        raise RuntimeError((root / "prometheus.log").read_text()[-3000:]) from None
-    return proc, url
+    args = [
+        shutil.which("prometheus") or "prometheus", f"--config.file={root / 'prometheus.yml'}",
+        f"--web.listen-address=127.0.0.1:{port}", f"--storage.tsdb.path={root / 'data'}",
+    ]  # fmt: skip
+    return start_process(args, root, "prometheus", "/-/ready", port)
 
 
 def _start_gateway(root: Path, tracking_uri: str, model: str, version: str) -> tuple[subprocess.Popen, str]:
     """The gateway as the contract starts it, serving ``model`` ``version`` alone."""
-    root.mkdir(parents=True, exist_ok=True)
-    config = root / "deployment.json"
-    config.write_text(
-        json.dumps({"model_name": model, "strategy": "single", "routes": [{"version": version}]})
-    )
-    port = free_port()
-    env = {**os.environ, "MLOPS_GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN}
-    log = open(root / "gateway.log", "wb")  # noqa: SIM115 - kept open for the process's life
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "airflow_mlops.serving", "--host", "127.0.0.1", "--port", str(port),
-            "--tracking-uri", tracking_uri, "--config", str(config), "--log-dir", str(root / "predictions"),
-        ],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/ready", timeout=120, proc=proc)
-    except Exception:
-        stop(proc)
-        raise RuntimeError((root / "gateway.log").read_text()[-3000:]) from None
-    return proc, url
+    config = {"model_name": model, "strategy": "single", "routes": [{"version": version}]}
+    return start_gateway(root, tracking_uri, config=config, admin_token=ADMIN_TOKEN)
 
 
 @pytest.fixture(scope="module")
