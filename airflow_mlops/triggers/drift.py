@@ -23,6 +23,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_mlops.core.errors import MlopsInputError, MlopsServiceError
+from airflow_mlops.triggers.events import error_event
 
 REPORT_JSON = "drift/report.json"
 REPORT_HTML = "drift/report.html"
@@ -244,16 +245,8 @@ class DriftTrigger(BaseTrigger):
         while True:
             try:
                 summary = await asyncio.to_thread(evaluate_drift, self.spec, self.log)
-            except MlopsInputError as e:
-                yield TriggerEvent({"status": "error", "error_type": "input", "message": str(e)})
-                return
-            except MlopsServiceError as e:
-                yield TriggerEvent({"status": "error", "error_type": "service", "message": str(e)})
-                return
             except Exception as e:  # noqa: BLE001 - reported to the task, which fails with it
-                yield TriggerEvent(
-                    {"status": "error", "error_type": "other", "message": f"{type(e).__name__}: {e}"}
-                )
+                yield error_event(e)
                 return
             if summary.get("drift_detected"):
                 yield TriggerEvent({"status": "drift", "summary": summary})

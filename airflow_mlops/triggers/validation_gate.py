@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_mlops.core.errors import MlopsInputError, MlopsServiceError
+from airflow_mlops.triggers.events import error_event
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -140,16 +140,8 @@ class ValidationGateTrigger(BaseTrigger):
         while True:
             try:
                 verdict = await asyncio.to_thread(self._evaluate)
-            except MlopsInputError as e:
-                yield TriggerEvent({"status": "error", "error_type": "input", "message": str(e)})
-                return
-            except MlopsServiceError as e:
-                yield TriggerEvent({"status": "error", "error_type": "service", "message": str(e)})
-                return
             except Exception as e:  # noqa: BLE001 - reported to the task, which fails with it
-                yield TriggerEvent(
-                    {"status": "error", "error_type": "other", "message": f"{type(e).__name__}: {e}"}
-                )
+                yield error_event(e)
                 return
             self.log.info("%s", verdict.table())
             if verdict.decided:
