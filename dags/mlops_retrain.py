@@ -14,10 +14,10 @@ from airflow.timetables.trigger import CronTriggerTimetable
 from mlops_common import (
     DATA_PATH,
     MODEL,
-    MODEL_TRAINED,
     PREDICTION_LOG_DIR,
     RETRAIN_REQUEST,
     TARGET,
+    TRAINING,
     release_chain,
 )
 
@@ -64,15 +64,9 @@ with DAG(
             message = f"{len(labelled)} labelled production rows ({'; '.join(reasons)})"
             return hook.snapshot(path, DATA_PATH, message)
 
+    # Trained like the first model, on the revision the snapshot just made.
     train = TrainOperator(
-        task_id="train",
-        registered_model_name=MODEL,
-        dvc_path=DATA_PATH,
-        dvc_rev="{{ ti.xcom_pull(task_ids='snapshot_training_data') }}",
-        target=TARGET,
-        estimator="sklearn.linear_model.LogisticRegression",
-        estimator_params={"max_iter": 1000},
-        outlets=[MODEL_TRAINED],
+        task_id="train", dvc_rev="{{ ti.xcom_pull(task_ids='snapshot_training_data') }}", **TRAINING
     )
     snapshot_training_data() >> train
     release_chain(train)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 
 from airflow.sdk import DAG, Param
-from mlops_common import DATA_PATH, MODEL, MODEL_TRAINED, TARGET, release_chain
+from mlops_common import TRAINING, release_chain
 
 from airflow_mlops.operators.train import TrainOperator
 
@@ -27,14 +27,5 @@ with DAG(
         )
     },
 ) as dag:
-    train = TrainOperator(
-        task_id="train",
-        registered_model_name=MODEL,
-        dvc_path=DATA_PATH,
-        dvc_rev="{{ params.data_rev }}",
-        target=TARGET,
-        estimator="sklearn.linear_model.LogisticRegression",
-        estimator_params={"max_iter": 1000},
-        outlets=[MODEL_TRAINED],
-    )
+    train = TrainOperator(task_id="train", dvc_rev="{{ params.data_rev }}", **TRAINING)
     release_chain(train)

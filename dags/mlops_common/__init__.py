@@ -33,6 +33,15 @@ MODEL_TRAINED = Asset(f"mlops://models/{MODEL}")
 RETRAIN_REQUEST = Asset(f"mlops://retrain/{MODEL}")
 
 CANDIDATE = "{{ ti.xcom_pull(task_ids='train')['version'] }}"
+# How every version of the model is trained (first model and retraining alike), so versions compare.
+TRAINING = {
+    "registered_model_name": MODEL,
+    "dvc_path": DATA_PATH,
+    "target": TARGET,
+    "estimator": "sklearn.linear_model.LogisticRegression",
+    "estimator_params": {"max_iter": 1000},
+    "outlets": [MODEL_TRAINED],
+}
 
 
 def live_source() -> dict:

@@ -293,24 +293,22 @@ def _numeric_score(test: str, rd: st.NumericDist, cd: st.NumericDist, ref: Refer
                 f"Test {test!r} on numeric column {ref.name!r} needs few distinct values; it has many: "
                 "use 'ks', 'wasserstein', 'psi' or 'jensenshannon'."
             )
-        rc, cc = st.numeric_counts(rd), st.numeric_counts(cd)
-        return {
-            "chisquare": st.chisquare,
-            "z": st.ztest,
-            "jensenshannon": st.jensenshannon_counts,
-            "psi": st.psi_counts,
-        }[test](rc, cc)
+        return _COUNT_TESTS[test](st.numeric_counts(rd), st.numeric_counts(cd))
     edges = ref.bin_edges if ref.bin_edges is not None else np.zeros(0)
     return st.jensenshannon_binned(rd, cd, edges) if test == "jensenshannon" else st.psi_binned(rd, cd, edges)
 
 
 def _categorical_score(test: str, rd: st.CategoricalDist, cd: st.CategoricalDist) -> float:
-    return {
-        "chisquare": st.chisquare,
-        "z": st.ztest,
-        "jensenshannon": st.jensenshannon_counts,
-        "psi": st.psi_counts,
-    }[test](rd, cd)
+    return _COUNT_TESTS[test](rd, cd)
+
+
+# Tests on value counts: categorical columns, and numeric columns with few distinct values.
+_COUNT_TESTS = {
+    "chisquare": st.chisquare,
+    "z": st.ztest,
+    "jensenshannon": st.jensenshannon_counts,
+    "psi": st.psi_counts,
+}
 
 
 def _hist(ref: ReferenceColumn, cur: CurrentColumn) -> dict[str, Any] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -100,3 +101,18 @@ def prometheus_conn(prometheus, monkeypatch: pytest.MonkeyPatch) -> str:
 
     monkeypatch.setenv(*conn_env("prometheus_default", {"conn_type": "prometheus", "host": prometheus.url}))
     return prometheus.url
+
+
+@pytest.fixture
+def live_model(mlflow_client) -> str:
+    """A registered model with versions 1 (champion) and 2 (the canary); live gates need no artifacts."""
+    name = f"live-{uuid.uuid4().hex[:8]}"
+    mlflow_client.create_registered_model(name)
+    exp = mlflow_client.create_experiment(f"exp-{name}")
+    for _ in range(2):
+        run = mlflow_client.create_run(exp)
+        mlflow_client.create_model_version(
+            name, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id
+        )
+    mlflow_client.set_registered_model_alias(name, "champion", "1")
+    return name

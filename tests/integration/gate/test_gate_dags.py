@@ -95,17 +95,9 @@ def test_bad_input_fails_even_with_soft_fail_and_tags_nothing(airflow_db, mlflow
     assert dict(mlflow_client.get_registered_model(models).aliases) == before
 
 
-def test_deferrable_gate_waits_in_the_trigger(airflow_db, mlflow_conn, mlflow_client, exporter):
+def test_deferrable_gate_waits_in_the_trigger(airflow_db, mlflow_conn, mlflow_client, exporter, live_model):
     """The gate reads the exporter's page (metrics_url); its first check, before deferring, is pending."""
-    name = f"defer-{uuid.uuid4().hex[:6]}"
-    mlflow_client.create_registered_model(name)
-    exp = mlflow_client.create_experiment(f"exp-{name}")
-    for _ in range(2):
-        run = mlflow_client.create_run(exp)
-        mlflow_client.create_model_version(
-            name, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id
-        )
-    mlflow_client.set_registered_model_alias(name, "champion", "1")
+    name = live_model
     exporter.set(name, "1", samples=400, f1=0.9)
     exporter.set(name, "2", samples=3, f1=0.93)
     # Labelled traffic reaches the canary only after the gate's first look (made before deferring):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-import uuid
 
 import pytest
 
@@ -17,21 +16,6 @@ from airflow_mlops.core.tracking import MlflowTarget
 from tests.integration.gate.conftest import gate_tags
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture
-def live_model(mlflow_client) -> str:
-    """A registered model with versions 1 (champion) and 2 (the canary); live gates need no artifacts."""
-    name = f"live-{uuid.uuid4().hex[:8]}"
-    mlflow_client.create_registered_model(name)
-    exp = mlflow_client.create_experiment(f"exp-{name}")
-    for _ in range(2):
-        run = mlflow_client.create_run(exp)
-        mlflow_client.create_model_version(
-            name, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id
-        )
-    mlflow_client.set_registered_model_alias(name, "champion", "1")
-    return name
 
 
 def wait_value(prometheus, promql: str, expected: float, timeout: float = 30.0) -> None:
