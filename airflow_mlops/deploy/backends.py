@@ -22,8 +22,9 @@ from typing import Any
 
 from airflow_mlops.core.errors import MlopsInputError, MlopsServiceError
 from airflow_mlops.deploy.gateway_api import GatewayApi
+from airflow_mlops.deploy.state import ADMIN_TOKEN_ENV, this_host
 
-ADMIN_TOKEN_ENV = "MLOPS_GATEWAY_ADMIN_TOKEN"
+FEEDBACK_TOKEN_ENV = "MLOPS_GATEWAY_FEEDBACK_TOKEN"
 _CRED_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 
 
@@ -43,6 +44,8 @@ class GatewaySpec:
     :param tracking_uri: MLflow tracking URI, as seen from the gateway.
     :param registry_uri: MLflow registry URI when it differs.
     :param admin_token: the admin bearer token (passed by environment, never on a command line).
+    :param feedback_token: the bearer token ``/feedback`` requires (None: the gateway's default), passed
+        as ``MLOPS_GATEWAY_FEEDBACK_TOKEN``; never logged.
     :param workdir: a host folder for the config file and the gateway's own log.
     :param log_dir: the prediction-log folder (host path).
     :param port: the port on 127.0.0.1 (None: pick a free one).
@@ -55,11 +58,19 @@ class GatewaySpec:
     tracking_uri: str
     registry_uri: str | None = None
     admin_token: str = field(default="", repr=False)
+    feedback_token: str | None = field(default=None, repr=False)
     workdir: Path = field(default_factory=lambda: Path("."))
     log_dir: Path | None = None
     port: int | None = None
     credentials: dict[str, str] = field(default_factory=dict, repr=False)
     labels: dict[str, str] = field(default_factory=dict)
+
+    def secret_env(self) -> dict[str, str]:
+        """The gateway's secrets as environment variables (never on a command line)."""
+        env = {ADMIN_TOKEN_ENV: self.admin_token}
+        if self.feedback_token:
+            env[FEEDBACK_TOKEN_ENV] = self.feedback_token
+        return env
 
     def write_config(self, folder: Path) -> Path:
         """Write the config where the gateway reads it; return the file path."""
@@ -105,9 +116,9 @@ class GatewayBackend(ABC):
         return f"http://127.0.0.1:{port}"
 
     def _wait(self, spec: GatewaySpec, handle: dict[str, Any], timeout: float) -> None:
-        api = GatewayApi(handle["endpoint"], spec.admin_token)
         try:
-            api.wait_ready(timeout, alive=lambda: self.alive(handle))
+            with GatewayApi(handle["endpoint"], spec.admin_token) as api:
+                api.wait_ready(timeout, alive=lambda: self.alive(handle))
         except MlopsServiceError as e:
             tail = self.logs(handle)
             self.stop(handle)
@@ -141,10 +152,12 @@ class LocalBackend(GatewayBackend):
         ]  # fmt: skip
         if spec.registry_uri:
             cmd += ["--registry-uri", spec.registry_uri]
-        env = {k: v for k, v in os.environ.items() if k not in (*_CRED_VARS, ADMIN_TOKEN_ENV)}
+        env = {
+            k: v for k, v in os.environ.items() if k not in (*_CRED_VARS, ADMIN_TOKEN_ENV, FEEDBACK_TOKEN_ENV)
+        }
         env.update(self.extra_env)
         env.update(spec.credentials)
-        env[ADMIN_TOKEN_ENV] = spec.admin_token
+        env.update(spec.secret_env())
         log_path = folder / "gateway.log"
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
@@ -153,6 +166,7 @@ class LocalBackend(GatewayBackend):
             )  # fmt: skip
         handle = {
             "backend": self.kind,
+            "host": this_host(),
             "pid": proc.pid,
             "port": port,
             "endpoint": self.endpoint(port),
@@ -230,14 +244,16 @@ class ExternalBackend(GatewayBackend):
         self.url = endpoint.rstrip("/")
 
     def start(self, spec: GatewaySpec, ready_timeout: float = 180.0) -> dict[str, Any]:
-        api = GatewayApi(self.url, spec.admin_token)
-        deadline = time.monotonic() + ready_timeout
-        while not api.ok("/health"):
-            if time.monotonic() > deadline:
-                raise MlopsServiceError(f"The gateway at {self.url} does not answer /health: start it first.")
-            time.sleep(0.5)
-        api.put_deployment(spec.config, timeout=ready_timeout)
-        api.wait_ready(ready_timeout)
+        with GatewayApi(self.url, spec.admin_token) as api:
+            deadline = time.monotonic() + min(ready_timeout, 30.0)
+            while not api.ok("/health"):
+                if time.monotonic() > deadline:
+                    raise MlopsServiceError(
+                        f"The gateway at {self.url} does not answer /health: start it first."
+                    )
+                time.sleep(0.5)
+            api.put_deployment(spec.config, timeout=ready_timeout)
+            api.wait_ready(ready_timeout)
         from urllib.parse import urlsplit
 
         parts = urlsplit(self.url)
@@ -245,7 +261,8 @@ class ExternalBackend(GatewayBackend):
         return {"backend": self.kind, "endpoint": self.url, "port": port}
 
     def alive(self, handle: dict[str, Any]) -> bool:
-        return GatewayApi(self.url).ok("/health")
+        with GatewayApi(self.url, timeout=5.0) as api:
+            return api.ok("/health")
 
     def stop(self, handle: dict[str, Any]) -> None:
         """Nothing: the gateway belongs to whoever started it."""

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from airflow_mlops.core.errors import MlopsInputError, MlopsServiceError
-from airflow_mlops.deploy.backends import ADMIN_TOKEN_ENV, GatewayBackend, GatewaySpec, free_port
+from airflow_mlops.deploy.backends import GatewayBackend, GatewaySpec, free_port
+from airflow_mlops.deploy.state import this_host
 
 GATEWAY_IMAGE = "airflow-mlops-gateway"
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
@@ -113,7 +114,7 @@ class DockerBackend(GatewayBackend):
         folder = spec.workdir / f"gateway-{port}"
         spec.write_config(folder)
         log_dir = spec.log_dir or (spec.workdir / "predictions")
-        _writable_by_container(log_dir)
+        log_group = _writable_by_container(log_dir)
         host_mode = self.network_mode == "host"
         listen_port = port if host_mode else CONTAINER_PORT
         command = [
@@ -125,7 +126,7 @@ class DockerBackend(GatewayBackend):
         ]  # fmt: skip
         if spec.registry_uri:
             command += ["--registry-uri", spec.registry_uri]
-        env = {**self.extra_env, **spec.credentials, ADMIN_TOKEN_ENV: spec.admin_token, "HOME": "/tmp"}
+        env = {**self.extra_env, **spec.credentials, **spec.secret_env(), "HOME": "/tmp"}
         env["GATEWAY_PORT"] = str(listen_port)
         labels = {
             f"{LABEL_PREFIX}.managed-by": "airflow-mlops",
@@ -143,6 +144,7 @@ class DockerBackend(GatewayBackend):
             name=name,
             detach=True,
             user=f"{GATEWAY_UID}:{GATEWAY_UID}",
+            group_add=[str(log_group)] if log_group is not None else None,
             read_only=True,
             tmpfs={"/tmp": f"rw,size={self.tmp_size},mode=1777"},
             cap_drop=["ALL"],
@@ -168,6 +170,7 @@ class DockerBackend(GatewayBackend):
         )  # fmt: skip
         handle = {
             "backend": self.kind,
+            "host": self.docker_url or this_host(),
             "container_id": container.id,
             "container_name": name,
             "image": self.image,
@@ -228,14 +231,23 @@ class DockerBackend(GatewayBackend):
         return c.logs(tail=lines).decode(errors="replace")
 
 
-def _writable_by_container(folder: Path) -> None:
-    """Let the container's fixed non-root user write the prediction log to a host folder."""
+def _writable_by_container(folder: Path) -> int | None:
+    """Let the container's fixed non-root user write the prediction log to a host folder, and nobody
+    else: never a world-writable folder (the log feeds drift checks and retraining).
+
+    As root, the folder is owned by the container's uid and this worker's group, mode 0770. Otherwise it
+    stays ours, mode 0770, and the container runs with our group as a supplementary group
+    (``group_add``), so the group bits let it write.
+
+    :return: the group id the container must join (None when the uid owns the folder).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:
-        os.chown(folder, GATEWAY_UID, GATEWAY_UID)
-    else:
-        # Not root: we cannot chown, so the folder is opened to all (it holds no secrets).
-        os.chmod(folder, 0o777)
+        os.chown(folder, GATEWAY_UID, os.getegid())
+        os.chmod(folder, 0o770)
+        return None
+    os.chmod(folder, 0o770)
+    return os.getegid()
 
 
 def _context_files(repo_root: Path) -> dict[str, bytes]:

@@ -1,7 +1,9 @@
 """The promotion ledger: who promoted (or rolled back) which version, when, from which, in which DAG run.
 
-Two places in the registry: tags on the model version (its latest ledger facts) and a JSON history tag on
-the registered model (every entry, newest last, trimmed to fit MLflow's tag size limit).
+Three places in MLflow: tags on the model version (its latest ledger facts); an append-only log of record
+(a :class:`~airflow_mlops.deploy.state.CasRecord`, one revision per entry, never trimmed); and a JSON tag
+on the registered model (``mlops.promotion_history``: the newest entries that fit MLflow's tag size
+limit), derived from the log for readers of the registry.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from airflow_mlops.deploy.state import CasRecord
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -59,8 +63,18 @@ def _user() -> str:
         return "unknown"
 
 
+def _log(client: MlflowClient, model_name: str) -> CasRecord:
+    return CasRecord(client, "ledger", model_name)
+
+
 def read_history(client: MlflowClient, model_name: str) -> list[dict[str, Any]]:
-    """The ledger history of ``model_name`` (oldest first); empty when none was recorded."""
+    """The whole ledger of ``model_name`` (oldest first), from its append-only log; empty when none.
+
+    Models recorded before the log existed fall back to the (trimmed) history tag.
+    """
+    entries = _log(client, model_name).read_all()
+    if entries:
+        return [e for e in entries if isinstance(e, dict)]
     tags = client.get_registered_model(model_name).tags or {}
     try:
         history = json.loads(tags.get(HISTORY_TAG, "[]"))
@@ -69,22 +83,33 @@ def read_history(client: MlflowClient, model_name: str) -> list[dict[str, Any]]:
     return history if isinstance(history, list) else []
 
 
+def _recent(history: list[dict[str, Any]]) -> str:
+    """The newest entries that fit MLflow's tag size limit, as JSON (oldest first)."""
+    kept: list[dict[str, Any]] = []
+    for item in reversed(history):
+        if len(json.dumps([item, *kept], sort_keys=True)) > MAX_HISTORY_CHARS:
+            break
+        kept.insert(0, item)
+    return json.dumps(kept, sort_keys=True)
+
+
 def record(client: MlflowClient, model_name: str, entry: LedgerEntry) -> list[dict[str, Any]]:
-    """Add ``entry`` to the ledger: tags on its version, and the history on the registered model.
+    """Add ``entry`` to the ledger: tags on its version, an append to the model's log of record (never
+    trimmed; concurrent writers each get their own revision), and the derived recent-history tag.
 
-    Callers hold the deployment lock, so the read-modify-write of the history does not race with
-    another deploy of the same deployment.
-
-    :return: the history after the write.
+    :return: the whole history after the write.
     """
     item = entry.to_dict()
     tags = {f"{VERSION_TAG_PREFIX}{k}": str(v) for k, v in item.items() if k != "version"}
     for key, value in tags.items():
         client.set_model_version_tag(model_name, entry.version, key, value)
-    history = [*read_history(client, model_name), item]
-    text = json.dumps(history, sort_keys=True)
-    while len(text) > MAX_HISTORY_CHARS and len(history) > 1:
-        history = history[1:]  # the oldest entries go first; each version keeps its own tags
-        text = json.dumps(history, sort_keys=True)
-    client.set_registered_model_tag(model_name, HISTORY_TAG, text)
+    log = _log(client, model_name)
+    log.append(item)
+    # The tag is a view of the log: rewrite it until what it shows is what the log holds, so that a
+    # writer that read an older log cannot leave its older view last.
+    for _ in range(5):
+        history = read_history(client, model_name)
+        client.set_registered_model_tag(model_name, HISTORY_TAG, _recent(history))
+        if len(read_history(client, model_name)) == len(history):
+            break
     return history

@@ -13,29 +13,49 @@ Strategies:
 Retries are idempotent: an operation id (the Airflow task instance) is recorded before anything
 changes; a retry of a finished operation changes nothing, a retry of an interrupted one starts again
 from what the first attempt recorded (the champion it expected, the routing to restore).
+
+The state of record is in MLflow (:mod:`airflow_mlops.deploy.state`), changed by compare-and-set, so a
+rollback on another worker finds what this one deployed. An operation holds the deployment with a
+lease: another operation is refused while it runs, and may take over once a crashed holder's lease ran
+out. A rollout runs stage by stage: :meth:`Deployer.start` applies the first stage and returns what to
+watch (:class:`StepWatch`); :meth:`Deployer.finish_stage` judges the watched stage and applies the next
+one. :meth:`Deployer.deploy` does the watching in this process; the operator defers it to a trigger.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from airflow_mlops.core.errors import MlopsInputError, MlopsServiceError
 from airflow_mlops.core.registry import CHAMPION, AliasConflictError, alias_version, compare_and_set_alias
-from airflow_mlops.core.tracking import MlflowTarget
+from airflow_mlops.core.tracking import MlflowTarget, check_reachable
 from airflow_mlops.deploy import ledger
 from airflow_mlops.deploy.backends import GatewayBackend, GatewaySpec
-from airflow_mlops.deploy.gateway_api import GatewayApi, is_error_status
-from airflow_mlops.deploy.state import DeploymentState, StateStore, check_name
+from airflow_mlops.deploy.gateway_api import GatewayApi, error_rate_problem
+from airflow_mlops.deploy.state import (
+    ADMIN_TOKEN_ENV,
+    DeploymentBusyError,
+    DeploymentRecords,
+    DeploymentState,
+    Operation,
+    StateConflictError,
+    StateStore,
+    check_name,
+    this_host,
+)
 from airflow_mlops.deploy.validation import input_example_records, validate_version
 
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("replace", "canary", "shadow", "ab", "bandit")
 PROMOTING = ("replace", "canary")
+# How long past a stage's own work an operation keeps the deployment (a crashed holder frees it then).
+LEASE_MARGIN_SECONDS = 900.0
 
 
 class RolledBackError(MlopsServiceError):
@@ -145,7 +165,9 @@ def plan_stages(req: DeployRequest, champion: str | None) -> tuple[list[Stage], 
                 f"{model} has {'no champion' if champion is None else f'{new} as champion already'}: "
                 "deploy a champion first with strategy='replace'."
             )
-        return [Stage(single_config(model, new), req.settle_seconds, final=True)], True
+        # A held canary of a first model serves alone, but champion waits for the online gate.
+        held = req.strategy == "canary" and not req.promote
+        return [Stage(single_config(model, new), req.settle_seconds, final=True)], not held
     if req.strategy == "replace":
         return [Stage(single_config(model, new), req.settle_seconds, final=True)], True
     if req.strategy == "canary":
@@ -170,6 +192,34 @@ def plan_stages(req: DeployRequest, champion: str | None) -> tuple[list[Stage], 
 
 
 @dataclass
+class StepWatch:
+    """What a held stage is watched for, by :meth:`Deployer.watch` here or by the deploy trigger.
+
+    :param endpoint: the gateway's base URL.
+    :param model_name: registered model name (the ``model`` label of the request counter).
+    :param version: the new version, whose error rate counts.
+    :param hold_seconds: how long the stage is held.
+    :param max_error_rate: largest share of failed requests of ``version``.
+    :param min_requests: requests of ``version`` needed before the rate counts.
+    :param baseline: ``{status: count}`` of ``version`` when the stage began.
+    :param poll_seconds: how often health is checked.
+    """
+
+    endpoint: str
+    model_name: str
+    version: str
+    hold_seconds: float
+    max_error_rate: float
+    min_requests: int
+    baseline: dict[str, float] = field(default_factory=dict)
+    poll_seconds: float = 0.5
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (trigger arguments)."""
+        return asdict(self)
+
+
+@dataclass
 class DeployResult:
     """What a deploy or rollback left behind (the XCom of the operator)."""
 
@@ -189,27 +239,36 @@ class DeployResult:
     handle: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON form (no secrets: the admin token lives only in the private state file)."""
-        from dataclasses import asdict
-
+        """JSON form (no secrets: the state of record holds none)."""
         return asdict(self)
+
+
+@dataclass
+class Progress:
+    """Where a deploy stands: finished (``result``), or holding ``stage`` (watch ``watch``)."""
+
+    result: DeployResult | None = None
+    watch: StepWatch | None = None
+    stage: int = 0
 
 
 class Deployer:
     """Deploys and rolls back one named deployment (one gateway) of one registered model.
 
-    :param name: deployment name (state file, container names).
+    :param name: deployment name (state record, container names).
     :param backend: where the gateway runs.
-    :param target: the MLflow registry.
-    :param store: the deployment state folder.
+    :param target: the MLflow registry, which also keeps the deployment's state of record.
+    :param store: this worker's work folder (gateway config, logs, a generated admin token).
     :param port: the gateway's port on 127.0.0.1 (None: a free one, kept across restarts).
-    :param log_dir: prediction-log folder (None: ``<state_dir>/<name>/predictions``).
-    :param admin_token: the gateway admin token (None: generated once and kept in the private state).
+    :param log_dir: prediction-log folder (None: ``<work folder>/<name>/predictions``).
+    :param admin_token: the gateway admin token (None: the one this worker generated, or a new one
+        for a gateway it starts); shared by workers through ``MLOPS_GATEWAY_ADMIN_TOKEN``.
+    :param feedback_token: the token the gateway's ``/feedback`` requires (passed to the gateway).
     :param gateway_tracking_uri: the tracking URI as the gateway sees it (None: the target's).
     :param ready_timeout: seconds for a gateway to start and load its models.
-    :param step_check: extra health check run after each held step (raise to fail the step); it gets
+    :param step_check: extra check after each held stage (raise MlopsServiceError to fail it); it gets
         the endpoint, the stage config and the new version.
-    :param poll_seconds: how often a held step checks the gateway.
+    :param poll_seconds: how often a held stage checks the gateway.
     """
 
     def __init__(
@@ -222,6 +281,7 @@ class Deployer:
         port: int | None = None,
         log_dir: str | None = None,
         admin_token: str | None = None,
+        feedback_token: str | None = None,
         gateway_tracking_uri: str | None = None,
         ready_timeout: float = 180.0,
         step_check: Callable[[str, dict[str, Any], str], None] | None = None,
@@ -231,18 +291,28 @@ class Deployer:
         self.backend = backend
         self.target = target
         self.store = store or StateStore()
+        self.records = DeploymentRecords(target)
         self.port = port
         self.log_dir = log_dir
         self.admin_token = admin_token
+        self.feedback_token = feedback_token
         self.gateway_tracking_uri = gateway_tracking_uri
         self.ready_timeout = ready_timeout
         self.step_check = step_check
         self.poll_seconds = poll_seconds
-        self._req = DeployRequest("", "0")  # the request being deployed (its error-rate limits)
+        self._rev = 0
 
-    # -- state and gateway plumbing -------------------------------------------------------------
-    def _load_state(self, model_name: str) -> DeploymentState:
-        state = self.store.load(self.name)
+    # -- state ----------------------------------------------------------------------------------
+    def _load(self) -> DeploymentState | None:
+        check_reachable(self.target.tracking_uri, timeout=5.0)
+        state, self._rev = self.records.load(self.name)
+        return state
+
+    def _save(self, state: DeploymentState | None) -> None:
+        self._rev = self.records.save(state, self.name, self._rev)
+
+    def _load_for(self, model_name: str) -> DeploymentState:
+        state = self._load()
         if state is None:
             return DeploymentState(self.name, model_name, self.backend.kind, port=self.port)
         if state.model_name != model_name:
@@ -257,21 +327,47 @@ class Deployer:
             )
         return state
 
-    def _spec(self, state: DeploymentState, config: dict[str, Any]) -> GatewaySpec:
+    def _check_not_busy(self, state: DeploymentState, op_id: str | None) -> None:
+        op = state.op
+        if op is not None and op.holds() and op.id != op_id:
+            until = time.strftime("%H:%M:%SZ", time.gmtime(op.lease_until))
+            raise DeploymentBusyError(
+                f"Deployment {self.name!r} is busy: operation {op.id!r} ({op.action} of version {op.version}, "
+                f"on {op.host}) is in progress. Wait for it to finish and retry; if its task is gone, its "
+                f"lease runs out at {until} and the deployment is free again."
+            )
+
+    def _lease(self, seconds: float) -> float:
+        return time.time() + seconds + self.ready_timeout + LEASE_MARGIN_SECONDS
+
+    # -- gateway plumbing -----------------------------------------------------------------------
+    def _token(self) -> str:
+        """The admin token of the running gateway, or a clear error naming how to give it."""
+        token = self.admin_token or self.store.local_token(self.name)
+        if not token:
+            raise MlopsInputError(
+                f"Deployment {self.name!r} has a running gateway whose admin token this worker does not "
+                f"have (it was started elsewhere): set {ADMIN_TOKEN_ENV} (or the gateway connection's "
+                "password) to the same token on every worker."
+            )
+        return token
+
+    def _spec(self, state: DeploymentState, config: dict[str, Any], token: str) -> GatewaySpec:
+        from pathlib import Path
+
         t = self.target
         creds = {
             "MLFLOW_TRACKING_USERNAME": t.username,
             "MLFLOW_TRACKING_PASSWORD": t.password,
             "MLFLOW_TRACKING_TOKEN": t.token,
         }
-        from pathlib import Path
-
         return GatewaySpec(
             name=self.name,
             config=config,
             tracking_uri=self.gateway_tracking_uri or t.tracking_uri,
             registry_uri=t.registry_uri,
-            admin_token=self.admin_token or state.admin_token,
+            admin_token=token,
+            feedback_token=self.feedback_token,
             workdir=self.store.workdir(self.name),
             log_dir=Path(self.log_dir) if self.log_dir else None,
             port=state.port or self.port,
@@ -279,74 +375,62 @@ class Deployer:
             labels={"org.airflow-mlops.role": "serving"},
         )
 
-    def _api(self, state: DeploymentState) -> GatewayApi | None:
+    def _api(self, state: DeploymentState, admin: bool = False) -> GatewayApi:
         if not state.endpoint:
-            return None
-        return GatewayApi(state.endpoint, self.admin_token or state.admin_token)
+            raise MlopsServiceError(f"Deployment {self.name!r} has no gateway endpoint recorded.")
+        return GatewayApi(state.endpoint, self._token() if admin else None)
+
+    def _here(self, state: DeploymentState) -> bool:
+        host = state.handle.get("host")
+        return host is None or host in (this_host(), getattr(self.backend, "docker_url", None))
+
+    def _process_alive(self, state: DeploymentState) -> bool:
+        """The backend's own view where it can see the gateway; on another host, HTTP ``/health``."""
+        if not state.handle:
+            return False
+        if self._here(state) or self.backend.kind == "external":
+            return self.backend.alive(state.handle)
+        with GatewayApi(state.endpoint or "", timeout=5.0) as api:
+            return api.ok("/health")
 
     def _alive(self, state: DeploymentState) -> bool:
-        api = self._api(state)
-        return bool(state.handle) and self.backend.alive(state.handle) and api is not None and api.healthy()
+        if not (state.handle and state.endpoint and self._process_alive(state)):
+            return False
+        with GatewayApi(state.endpoint, timeout=5.0) as api:
+            return api.healthy()
+
+    def _stop(self, state: DeploymentState) -> None:
+        if not state.handle:
+            return
+        if not self._here(state) and self.backend.kind != "external":
+            raise MlopsServiceError(
+                f"The gateway of deployment {self.name!r} runs on host {state.handle.get('host')!r}, not "
+                f"here ({this_host()!r}): stop it there (a teardown or rollback on that worker)."
+            )
+        self.backend.stop(state.handle)
 
     def _apply(self, state: DeploymentState, config: dict[str, Any]) -> None:
         """Route as ``config``: a PUT to a live gateway, else a (re)start with it on the same port."""
-        if state.handle and self.backend.alive(state.handle):
-            api = self._api(state)
-            assert api is not None
-            api.put_deployment(config, timeout=self.ready_timeout)
+        if self._process_alive(state):
+            with self._api(state, admin=True) as api:
+                api.put_deployment(config, timeout=self.ready_timeout)
         else:
-            if state.handle:
+            if state.handle and self._here(state):
                 self.backend.stop(state.handle)  # clean up a dead one (container, zombie)
-            handle = self.backend.start(self._spec(state, config), ready_timeout=self.ready_timeout)
+            token = (
+                self.admin_token or self.store.local_token(self.name) or self.store.new_local_token(self.name)
+            )
+            handle = self.backend.start(self._spec(state, config, token), ready_timeout=self.ready_timeout)
             state.handle, state.port, state.endpoint = handle, handle["port"], handle["endpoint"]
         state.config = config
-        self.store.save(state)
-
-    def _watch(self, state: DeploymentState, stage: Stage, new: str) -> None:
-        """Hold a stage and check its health; raise MlopsServiceError when it fails."""
-        api = self._api(state)
-        assert api is not None
-        before = api.request_counts(stage.config["model_name"]).get(new, {})
-        deadline = time.monotonic() + stage.hold_seconds
-        while True:
-            if not self.backend.alive(state.handle):
-                raise MlopsServiceError(
-                    f"the gateway died ({self.backend.kind}); its log:\n{self.backend.logs(state.handle)}"
-                )
-            if not api.healthy():
-                raise MlopsServiceError(
-                    f"the gateway at {state.endpoint} stopped answering /health or /ready"
-                )
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(min(self.poll_seconds, max(0.0, deadline - time.monotonic())))
-        served = api.get_deployment()
-        got = {str(r["version"]) for r in served.get("routes", [])}
-        want = {str(r["version"]) for r in stage.config["routes"]}
-        if got != want:
-            raise MlopsServiceError(
-                f"the gateway routes {sorted(got)}, not {sorted(want)}: someone changed it"
-            )
-        after = api.request_counts(stage.config["model_name"]).get(new, {})
-        total = sum(after.values()) - sum(before.values())
-        errors = sum(v for k, v in after.items() if is_error_status(k)) - sum(
-            v for k, v in before.items() if is_error_status(k)
-        )
-        if total >= self._req.min_requests and total > 0 and errors / total > self._req.max_error_rate:
-            raise MlopsServiceError(
-                f"version {new} failed {errors:.0f} of {total:.0f} requests in the step "
-                f"(over the {self._req.max_error_rate:.0%} limit)"
-            )
-        if self.step_check is not None:
-            self.step_check(state.endpoint or "", stage.config, new)
+        self._save(state)
 
     def _restore(self, state: DeploymentState, config: dict[str, Any] | None) -> None:
         """Put the routing back (restarting a dead gateway); no routing before: stop the gateway."""
         if config is None:
-            if state.handle:
-                self.backend.stop(state.handle)
+            self._stop(state)
             state.handle, state.endpoint, state.config = {}, None, None
-            self.store.save(state)
+            self._save(state)
             return
         self._apply(state, config)
 
@@ -368,39 +452,93 @@ class Deployer:
 
     # -- deploy ---------------------------------------------------------------------------------
     def deploy(self, req: DeployRequest) -> DeployResult:
-        """Deploy ``req.version`` with ``req.strategy``; see the module docstring.
+        """Deploy ``req.version`` with ``req.strategy``, watching each held stage in this process.
 
         :raises MlopsInputError: bad arguments; nothing changed.
         :raises InfraValidationError: the version failed infra validation; nothing changed.
         :raises RolledBackError: a health check failed; previous routing and champion restored.
         :raises AliasConflictError: champion moved meanwhile; routing restored, nothing promoted.
+        :raises DeploymentBusyError: another operation holds the deployment; nothing changed.
+        """
+        progress = self.start(req)
+        while progress.watch is not None:
+            problem = self.watch(progress.watch)
+            progress = self.finish_stage(req, progress.stage, problem)
+        assert progress.result is not None
+        return progress.result
+
+    def watch(self, watch: StepWatch) -> str | None:
+        """Hold a stage in this process: why it failed, or None when it held."""
+        state, _ = self.records.load(self.name)
+        deadline = time.monotonic() + watch.hold_seconds
+        with GatewayApi(watch.endpoint, timeout=5.0) as api:
+            while True:
+                if state is not None and self._here(state) and not self.backend.alive(state.handle):
+                    return (
+                        f"the gateway died ({self.backend.kind}); its log:\n{self.backend.logs(state.handle)}"
+                    )
+                if not api.healthy():
+                    return f"the gateway at {watch.endpoint} stopped answering /health or /ready"
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(min(watch.poll_seconds, max(0.0, deadline - time.monotonic())))
+            try:
+                after = api.request_counts(watch.model_name).get(watch.version, {})
+            except MlopsServiceError as e:
+                return str(e)
+        return error_rate_problem(
+            watch.baseline, after, watch.version, watch.max_error_rate, watch.min_requests
+        )
+
+    def start(self, req: DeployRequest) -> Progress:
+        """Check, validate, record the operation, apply the first stage; return what to watch.
+
+        See :meth:`deploy` for the errors.
         """
         req.check()
-        self._req = req
+        for attempt in range(3):
+            try:
+                return self._start(req)
+            except StateConflictError:
+                # Nothing changed yet (the operation record is the first write): decide again.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start(self, req: DeployRequest) -> Progress:
         new = str(req.version)
-        with self.store.lock(self.name), self.target.activate():
+        state = self._load_for(req.model_name)
+        with self.target.activate():
             client = self.target.client()
-            state = self._load_state(req.model_name)
-            last = state.last_op
-            same_op = req.op_id is not None and last.get("id") == req.op_id and last.get("action") == "deploy"
-            if same_op and last.get("status") == "done" and self._alive(state):
-                api = self._api(state)
-                assert api is not None
-                if _same_routes(api.get_deployment(), state.config):
-                    log.info("Deploy %s already done by an earlier try: nothing to change.", req.op_id)
-                    return self._result(
-                        state, "deploy", version=new, promoted=bool(last.get("promoted")), reused=True
-                    )
-            if same_op and last.get("status") == "in_progress":
+            op = state.op
+            same_op = (
+                op is not None and req.op_id is not None and op.id == req.op_id and op.action == "deploy"
+            )
+            if same_op and op.status == "done" and self._alive(state):
+                with self._api(state, admin=True) as api:
+                    if _same_routes(api.get_deployment(), state.config):
+                        log.info("Deploy %s already done by an earlier try: nothing to change.", req.op_id)
+                        return Progress(
+                            self._result(state, "deploy", version=new, promoted=op.promoted, reused=True)
+                        )
+            self._check_not_busy(state, req.op_id)
+            if state.handle and self._process_alive(state):
+                self._token()  # a gateway this worker cannot drive: fail before anything changes
+            if same_op and op.status == "in_progress":
                 # An interrupted try: start again from what it saw, not from its half-done changes.
-                expected = last.get("expected_champion")
-                previous = last.get("previous_config")
+                expected, previous = op.expected_champion, op.previous_config
             else:
                 expected = alias_version(client, req.model_name, CHAMPION)
                 previous = state.config if state.config else None
-                if _holds_canary_of(state, new):
+                if op is not None and op.status == "in_progress":
+                    # A crashed operation whose lease ran out: what it replaced is what served before it.
+                    log.warning("Taking over %s from the abandoned operation %s.", self.name, op.id)
+                    previous = op.previous_config
+                elif op is not None and op.is_held_canary_of(new):
                     # Promoting a held canary: what it replaces is the routing from before the canary.
                     previous = state.previous_config
+                if previous is None and self.backend.kind == "external":
+                    previous = self._external_routing(state)
             serving_champion = (previous or {}).get("champion") or expected
             if (
                 req.strategy == "replace"
@@ -411,106 +549,216 @@ class Deployer:
                 log.info(
                     "%s version %s already serves alone as champion: nothing to change.", req.model_name, new
                 )
-                return self._result(state, "deploy", version=new, promoted=True, reused=True)
-            stages, promotes = plan_stages(req, serving_champion)
-            state.last_op = {
-                "id": req.op_id,
-                "action": "deploy",
-                "version": new,
-                "strategy": req.strategy,
-                "status": "in_progress",
-                "expected_champion": expected,
-                "previous_config": previous,
-            }
-            self.store.save(state)
+                return Progress(self._result(state, "deploy", version=new, promoted=True, reused=True))
+            stages, _promotes = plan_stages(req, serving_champion)
+            state.op = Operation(
+                id=req.op_id, action="deploy", version=new, strategy=req.strategy, promote=req.promote,
+                expected_champion=expected, previous_config=previous, stage=-1,
+                lease_until=self._lease(2 * self.ready_timeout), host=this_host(),
+            )  # fmt: skip
+            self._save(state)
 
             report = None
             if req.validate:
-                records = input_example_records(req.model_name, new)
                 try:
+                    records = input_example_records(req.model_name, new)
                     report = validate_version(
                         self.backend.validation_backend(),
-                        self._spec(state, single_config(req.model_name, new)),
+                        self._spec(state, single_config(req.model_name, new), secrets.token_urlsafe(16)),
                         new,
                         records,
                         latency_budget_ms=req.latency_budget_ms,
                         requests=req.validation_requests,
                         ready_timeout=self.ready_timeout,
                     )
-                except MlopsServiceError:
-                    state.last_op["status"] = "failed_validation"
-                    self.store.save(state)
+                except (MlopsServiceError, MlopsInputError):
+                    state.op.status = "failed_validation"
+                    self._save(state)
                     raise
-                ledger_tags = {
+                for k, v in {
                     "mlops.deploy.infra_validation": "passed",
                     "mlops.deploy.p95_ms": report.p95_ms,
-                }
-                for k, v in ledger_tags.items():
+                }.items():
                     client.set_model_version_tag(req.model_name, new, k, str(v))
-
-            # A gateway that died since the last deploy comes back with the last good routing first.
-            if previous is not None and not (state.handle and self.backend.alive(state.handle)):
-                self._apply(state, previous)
+                state.op.validation = report.to_dict()
 
             try:
-                for stage in stages:
-                    log.info("Routing %s: %s", self.name, stage.config)
-                    self._apply(state, stage.config)
-                    self._watch(state, stage, new)
-                if promotes:
-                    compare_and_set_alias(client, req.model_name, CHAMPION, new, expected)
-            except (MlopsServiceError, AliasConflictError) as e:
+                # A gateway that died since the last deploy comes back with the last good routing first.
+                if previous is not None and not self._process_alive(state):
+                    self._apply(state, previous)
+            except MlopsServiceError as e:
                 self._rollback_after_failure(state, client, req, previous, str(e))
-                if isinstance(e, AliasConflictError):
-                    raise
                 raise RolledBackError(
-                    f"Deploy of {req.model_name} version {new} ({req.strategy}) failed a health check and "
-                    f"was rolled back to {_describe(previous)}: {e}"
+                    f"Deploy of {req.model_name} version {new} could not restart the gateway: {e}"
                 ) from e
+            return self._enter_stage(state, client, req, stages, 0)
 
-            entry = ledger.LedgerEntry(
-                action="promote" if promotes else "deploy",
-                version=new,
-                from_version=expected,
-                strategy=req.strategy,
-                actor=req.actor or ledger._user(),
-                dag_run=req.dag_run,
-                endpoint=state.endpoint,
+    def _external_routing(self, state: DeploymentState) -> dict[str, Any] | None:
+        """What an external gateway serves before our first deploy (restored if that deploy fails)."""
+        url = getattr(self.backend, "url", None)
+        if not url:
+            return None
+        with GatewayApi(url, self._token(), timeout=10.0) as api:
+            if not api.ok("/health"):
+                return None
+            served = api.get_deployment()
+        return served if served and served.get("routes") else None
+
+    def _enter_stage(
+        self, state: DeploymentState, client: Any, req: DeployRequest, stages: list[Stage], index: int
+    ) -> Progress:
+        """Apply stage ``index`` and return what to watch (or finish when it holds for no time)."""
+        assert state.op is not None
+        stage = stages[index]
+        new = str(req.version)
+        try:
+            log.info("Routing %s: %s", self.name, stage.config)
+            state.op.stage = index
+            state.op.lease_until = self._lease(stage.hold_seconds)
+            self._apply(state, stage.config)
+            with self._api(state) as api:
+                baseline = api.request_counts(req.model_name).get(new, {})
+        except StateConflictError:
+            raise
+        except MlopsServiceError as e:
+            return self._fail(state, client, req, str(e))
+        watch = StepWatch(
+            endpoint=state.endpoint or "", model_name=req.model_name, version=new,
+            hold_seconds=stage.hold_seconds, max_error_rate=req.max_error_rate,
+            min_requests=req.min_requests, baseline=baseline, poll_seconds=self.poll_seconds,
+        )  # fmt: skip
+        return Progress(watch=watch, stage=index)
+
+    def _replan(self, req: DeployRequest, op: Operation) -> tuple[list[Stage], bool]:
+        serving_champion = (op.previous_config or {}).get("champion") or op.expected_champion
+        return plan_stages(req, serving_champion)
+
+    def finish_stage(self, req: DeployRequest, index: int, problem: str | None) -> Progress:
+        """Judge held stage ``index`` (``problem``: why its watch failed, None when it held); roll back
+        on failure, else apply the next stage or finish (promotion, ledger).
+
+        :raises RolledBackError: the stage failed; the previous routing was restored.
+        :raises StateConflictError: another operation took the deployment over meanwhile.
+        """
+        new = str(req.version)
+        state = self._load_for(req.model_name)
+        op = state.op
+        if op is None or op.id != req.op_id or op.action != "deploy":
+            raise StateConflictError(
+                f"Deployment {self.name!r} is no longer held by operation {req.op_id!r} (now "
+                f"{op.id if op else None!r}): it was taken over; deploy again if still wanted."
             )
-            ledger.record(client, req.model_name, entry)
-            state.previous_config = previous
-            state.previous_champion = expected
-            state.last_op.update(status="done", promoted=promotes)
+        if op.status == "done":
+            return Progress(self._result(state, "deploy", version=new, promoted=op.promoted, reused=True))
+        if op.status != "in_progress" or op.stage != index:
+            raise StateConflictError(
+                f"Operation {req.op_id!r} on {self.name!r} is at stage {op.stage} ({op.status}), not {index}."
+            )
+        stages, promotes = self._replan(req, op)
+        with self.target.activate():
+            client = self.target.client()
+            if problem is None:
+                try:
+                    problem = self._check_routing(state, stages[index])
+                    if problem is None and self.step_check is not None:
+                        self.step_check(state.endpoint or "", stages[index].config, new)
+                except MlopsServiceError as e:
+                    problem = str(e)
+            if problem is not None:
+                return self._fail(state, client, req, problem)
+            if index + 1 < len(stages):
+                return self._enter_stage(state, client, req, stages, index + 1)
+            if promotes:
+                try:
+                    compare_and_set_alias(client, req.model_name, CHAMPION, new, op.expected_champion)
+                except AliasConflictError as e:
+                    self._rollback_after_failure(state, client, req, op.previous_config, str(e))
+                    raise
+            ledger.record(
+                client,
+                req.model_name,
+                ledger.LedgerEntry(
+                    action="promote" if promotes else "deploy",
+                    version=new,
+                    from_version=op.expected_champion,
+                    strategy=req.strategy,
+                    actor=req.actor or ledger._user(),
+                    dag_run=req.dag_run,
+                    endpoint=state.endpoint,
+                ),  # fmt: skip
+            )
+            state.previous_config = op.previous_config
+            state.previous_champion = op.expected_champion
+            op.status, op.promoted, op.lease_until = "done", promotes, 0.0
             state.add_history(
                 op=req.op_id, action="deploy", version=new, strategy=req.strategy, status="done"
             )
-            self.store.save(state)
-            return self._result(
-                state, "deploy", version=new, promoted=promotes, validation=report and report.to_dict()
+            self._save(state)
+            return Progress(
+                self._result(state, "deploy", version=new, promoted=promotes, validation=op.validation)
             )
+
+    def _check_routing(self, state: DeploymentState, stage: Stage) -> str | None:
+        with self._api(state, admin=True) as api:
+            served = api.get_deployment() or {}
+        got = {str(r["version"]) for r in served.get("routes", [])}
+        want = {str(r["version"]) for r in stage.config["routes"]}
+        if got != want:
+            return f"the gateway routes {sorted(got)}, not {sorted(want)}: someone changed it"
+        return None
+
+    def _fail(self, state: DeploymentState, client: Any, req: DeployRequest, reason: str) -> Progress:
+        assert state.op is not None
+        previous = state.op.previous_config
+        self._rollback_after_failure(state, client, req, previous, reason)
+        raise RolledBackError(
+            f"Deploy of {req.model_name} version {req.version} ({req.strategy}) failed a health check and "
+            f"was rolled back to {_describe(previous)}: {reason}"
+        )
 
     def _rollback_after_failure(
         self, state: DeploymentState, client: Any, req: DeployRequest, previous: dict | None, reason: str
     ) -> None:
         log.error("Deploy of %s version %s failed (%s): rolling back.", req.model_name, req.version, reason)
-        self._restore(state, previous)
-        ledger.record(
-            client,
-            req.model_name,
-            ledger.LedgerEntry(
-                action="rollback_auto",
-                version=str(req.version),
-                from_version=alias_version(client, req.model_name, CHAMPION),
-                strategy=req.strategy,
-                actor=req.actor or ledger._user(),
-                dag_run=req.dag_run,
-                endpoint=state.endpoint,
-                reason=reason[:300],
-            ),
-        )
-        state.last_op["status"] = "rolled_back"
-        state.add_history(op=req.op_id, action="deploy", version=str(req.version), status="rolled_back")
-        self.store.save(state)
+        try:
+            self._restore(state, previous)
+        finally:
+            ledger.record(
+                client,
+                req.model_name,
+                ledger.LedgerEntry(
+                    action="rollback_auto",
+                    version=str(req.version),
+                    from_version=alias_version(client, req.model_name, CHAMPION),
+                    strategy=req.strategy,
+                    actor=req.actor or ledger._user(),
+                    dag_run=req.dag_run,
+                    endpoint=state.endpoint,
+                    reason=reason[:300],
+                ),  # fmt: skip
+            )
+            if state.op is not None:
+                state.op.status, state.op.lease_until = "rolled_back", 0.0
+            state.add_history(op=req.op_id, action="deploy", version=str(req.version), status="rolled_back")
+            self._save(state)
+
+    def abort(self, op_id: str | None, reason: str = "the task was killed") -> bool:
+        """Leave routing consistent after an interrupted operation ``op_id``: restore the routing from
+        before it and record that. Does nothing when ``op_id`` does not hold the deployment.
+
+        :return: whether anything was restored.
+        """
+        state = self._load()
+        op = state.op if state else None
+        if state is None or op is None or op.id != op_id or op.status != "in_progress":
+            return False
+        with self.target.activate():
+            client = self.target.client()
+            req = DeployRequest(
+                state.model_name, op.version or "0", strategy=op.strategy or "replace", op_id=op_id
+            )
+            self._rollback_after_failure(state, client, req, op.previous_config, reason)
+        return True
 
     # -- rollback -------------------------------------------------------------------------------
     def rollback(
@@ -521,46 +769,68 @@ class Deployer:
         actor: str | None = None,
         dag_run: str | None = None,
         reason: str = "requested",
+        held_version: str | None = None,
     ) -> DeployResult:
         """Restore the routing and the champion from before the last deploy.
 
+        :param held_version: roll back only when the deployment holds a canary of this version (a deploy
+            with ``promote=False``), e.g. after its online gate timed out or failed; otherwise nothing
+            changes (the result says ``reused``).
         :raises MlopsInputError: nothing to roll back to; nothing changed.
+        :raises DeploymentBusyError: another operation holds the deployment; nothing changed.
         """
-        with self.store.lock(self.name), self.target.activate():
+        for attempt in range(3):
+            try:
+                return self._rollback(model_name, op_id, actor, dag_run, reason, held_version)
+            except StateConflictError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _rollback(
+        self, model_name: str, op_id: str | None, actor: str | None, dag_run: str | None, reason: str,
+        held_version: str | None,
+    ) -> DeployResult:  # fmt: skip
+        state = self._load()
+        if state is None:
+            raise MlopsInputError(
+                f"Deployment {self.name!r} was never deployed: there is nothing to roll back."
+            )
+        state = self._load_for(model_name)
+        with self.target.activate():
             client = self.target.client()
-            state = self.store.load(self.name)
-            if state is None:
-                raise MlopsInputError(
-                    f"Deployment {self.name!r} was never deployed: there is nothing to roll back."
-                )
-            state = self._load_state(model_name)
-            last = state.last_op
-            if op_id is not None and last.get("id") == op_id and last.get("action") == "rollback":
-                if last.get("status") == "done" and self._alive(state):
-                    return self._result(state, "rollback", version=last.get("version"), reused=True)
+            op = state.op
+            if op is not None and op_id is not None and op.id == op_id and op.action == "rollback":
+                if op.status == "done" and self._alive(state):
+                    return self._result(state, "rollback", version=op.version, reused=True)
                 previous, expected_now, restore_champion = (
-                    last.get("restore_config"), last.get("champion_was"), last.get("restore_champion")
+                    op.previous_config, op.expected_champion, op.restore_champion
                 )  # fmt: skip
             else:
-                if state.previous_config is None:
+                self._check_not_busy(state, op_id)
+                held = op is not None and op.is_held_canary_of(str(held_version or op.version))
+                if held_version is not None and not held:
+                    log.info(
+                        "%s holds no canary of version %s: nothing to roll back.", self.name, held_version
+                    )
+                    return self._result(state, "rollback", version=None, reused=True)
+                if state.previous_config is None and not held:
                     raise MlopsInputError(
                         f"Deployment {self.name!r} has no earlier routing to roll back to (the last deploy was "
                         "the first, or it was rolled back already): deploy the version you want instead."
                     )
+                if state.handle and self._process_alive(state):
+                    self._token()
                 previous = state.previous_config
                 expected_now = alias_version(client, model_name, CHAMPION)
-                promoted = last.get("action") == "deploy" and last.get("promoted")
+                promoted = op is not None and op.action == "deploy" and op.promoted
                 restore_champion = state.previous_champion if promoted else expected_now
-                state.last_op = {
-                    "id": op_id,
-                    "action": "rollback",
-                    "status": "in_progress",
-                    "restore_config": previous,
-                    "champion_was": expected_now,
-                    "restore_champion": restore_champion,
-                    "version": previous.get("champion"),
-                }
-                self.store.save(state)
+                state.op = Operation(
+                    id=op_id, action="rollback", version=(previous or {}).get("champion"),
+                    expected_champion=expected_now, previous_config=previous, restore_champion=restore_champion,
+                    lease_until=self._lease(0), host=this_host(),
+                )  # fmt: skip
+                self._save(state)
             self._restore(state, previous)
             if restore_champion != expected_now:
                 if restore_champion is None:
@@ -568,56 +838,45 @@ class Deployer:
                         client.delete_registered_model_alias(model_name, CHAMPION)
                 else:
                     compare_and_set_alias(client, model_name, CHAMPION, restore_champion, expected_now)
+            restored = (previous or {}).get("champion")
             ledger.record(
                 client,
                 model_name,
                 ledger.LedgerEntry(
                     action="rollback",
-                    version=str(previous.get("champion")),
+                    version=str(restored),
                     from_version=expected_now,
-                    strategy=str(previous.get("strategy")),
+                    strategy=str((previous or {}).get("strategy")),
                     actor=actor or ledger._user(),
                     dag_run=dag_run,
                     endpoint=state.endpoint,
                     reason=reason,
-                ),
+                ),  # fmt: skip
             )
             state.previous_config, state.previous_champion = None, None
-            state.last_op["status"] = "done"
-            state.add_history(op=op_id, action="rollback", version=previous.get("champion"), status="done")
-            self.store.save(state)
-            return self._result(state, "rollback", version=str(previous.get("champion")))
+            assert state.op is not None
+            state.op.status, state.op.lease_until = "done", 0.0
+            state.add_history(op=op_id, action="rollback", version=restored, status="done")
+            self._save(state)
+            return self._result(state, "rollback", version=None if restored is None else str(restored))
 
     # -- teardown -------------------------------------------------------------------------------
     def teardown(self) -> None:
         """Stop the gateway and forget the deployment (the registry keeps its ledger)."""
-        with self.store.lock(self.name):
-            state = self.store.load(self.name)
-            if state is not None and state.handle:
-                self.backend.stop(state.handle)
-            self.store.delete(self.name)
+        state = self._load()
+        if state is not None:
+            self._stop(state)
+            self._save(None)
+        self.store.forget(self.name)
 
     def status(self) -> dict[str, Any] | None:
-        """The recorded state (without the admin token) and whether the gateway is alive."""
-        state = self.store.load(self.name)
+        """The recorded state and whether the gateway is alive."""
+        state = self._load()
         if state is None:
             return None
         out = state.to_json()
-        out.pop("admin_token", None)
         out["alive"] = self._alive(state)
         return out
-
-
-def _holds_canary_of(state: DeploymentState, version: str) -> bool:
-    """Whether the deployment now holds a canary of ``version`` (a deploy with ``promote=False``)."""
-    last = state.last_op or {}
-    return (
-        last.get("action") == "deploy"
-        and last.get("status") == "done"
-        and last.get("version") == version
-        and last.get("strategy") == "canary"
-        and not last.get("promoted")
-    )
 
 
 def _same_routes(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
@@ -639,9 +898,13 @@ def _describe(config: dict[str, Any] | None) -> str:
 
 __all__ = [
     "Deployer",
+    "DeploymentBusyError",
     "DeployRequest",
     "DeployResult",
+    "Progress",
     "RolledBackError",
     "STRATEGIES",
+    "StateConflictError",
+    "StepWatch",
     "plan_stages",
 ]

@@ -139,8 +139,8 @@ def validate_version(
             f"{model_name} version {version} failed infra validation: the gateway did not load it. {e}"
         ) from None
     load_seconds = time.monotonic() - started
+    api = GatewayApi(handle["endpoint"], probe.admin_token, timeout=30)  # one pooled connection
     try:
-        api = GatewayApi(handle["endpoint"], probe.admin_token, timeout=30)
         try:
             first = api.predict(records)  # warm-up: first-call costs are not the steady latency
         except MlopsServiceError as e:
@@ -165,6 +165,7 @@ def validate_version(
             api.predict(records)
             latencies.append((time.perf_counter() - t0) * 1000)
     finally:
+        api.close()
         backend.stop(handle)
     report = ValidationReport(
         version=str(version),

@@ -5,7 +5,6 @@ Nothing is mocked. Each test owns its registered model (``model_name``) and its 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -18,6 +17,7 @@ from airflow_mlops.core.registry import CHAMPION, AliasConflictError, alias_vers
 from airflow_mlops.deploy import ledger
 from airflow_mlops.deploy.gateway_api import GatewayApi
 from airflow_mlops.deploy.rollout import DeployRequest, RolledBackError
+from airflow_mlops.deploy.state import Operation
 from airflow_mlops.deploy.validation import InfraValidationError
 
 pytestmark = pytest.mark.timeout(300)
@@ -162,7 +162,7 @@ def test_gateway_killed_during_canary_leaves_the_champion_serving(
 
     t = threading.Thread(target=run)
     t.start()
-    api = GatewayApi(first.endpoint, json.loads(dep.store.path("bc").read_text())["admin_token"])
+    api = GatewayApi(first.endpoint, dep.store.local_token("bc"))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and api.get_deployment()["strategy"] != "canary":
         time.sleep(0.2)
@@ -213,14 +213,15 @@ def test_retry_of_an_interrupted_deploy_starts_from_what_the_first_try_saw(
     v1, v2 = two_versions
     dep = deployers("bc")
     first = dep.deploy(DeployRequest(model_name, v1, validate=False))
-    state = dep.store.load("bc")
+    state, rev = dep.records.load("bc")
     half_done = {"model_name": model_name, "strategy": "canary", "champion": v1,
                  "routes": [{"version": v1, "weight": 0.9}, {"version": v2, "weight": 0.1}]}  # fmt: skip
-    GatewayApi(first.endpoint, state.admin_token).put_deployment(half_done)
-    state.last_op = {"id": "dag/run/deploy", "action": "deploy", "version": v2, "status": "in_progress",
-                     "expected_champion": v1, "previous_config": state.config}  # fmt: skip
+    GatewayApi(first.endpoint, dep.store.local_token("bc")).put_deployment(half_done)
+    state.op = Operation(id="dag/run/deploy", action="deploy", version=v2, strategy="canary",
+                         expected_champion=v1, previous_config=state.config, stage=0,
+                         lease_until=time.time() + 600)  # fmt: skip
     state.config = half_done
-    dep.store.save(state)
+    dep.records.save(state, "bc", rev)
 
     seen: list[dict] = []
     dep.step_check = lambda endpoint, cfg, new: seen.append(cfg)

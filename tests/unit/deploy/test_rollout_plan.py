@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 
@@ -14,7 +13,7 @@ from hypothesis import strategies as st
 from airflow_mlops.core.errors import MlopsInputError
 from airflow_mlops.deploy.gateway_api import is_error_status
 from airflow_mlops.deploy.rollout import DeployRequest, _same_routes, plan_stages
-from airflow_mlops.deploy.state import DeploymentState, StateStore
+from airflow_mlops.deploy.state import DeploymentState, Operation, StateStore
 from airflow_mlops.deploy.validation import percentile
 from airflow_mlops.serving.config import DeploymentConfig
 
@@ -95,24 +94,20 @@ def test_same_routes_ignores_order_and_float_noise():
     assert not _same_routes(a, {**b, "strategy": "ab"})
 
 
-def test_state_files_are_private_atomic_and_round_trip(tmp_path):
-    store = StateStore(tmp_path / "s")
+def test_state_round_trips_with_a_typed_operation_and_holds_no_secret():
     state = DeploymentState(
         "bc", "bc-model", "local", port=8080, config={"routes": [{"version": "2", "weight": 1.0}]}
     )
+    state.op = Operation(id="d/r/t/-1", action="deploy", version="2", strategy="canary", stage=1,
+                         lease_until=time.time() + 60, previous_config={"routes": []})  # fmt: skip
     state.add_history(action="deploy", version="2")
-    store.save(state)
-    path = store.path("bc")
-    assert oct(path.stat().st_mode & 0o777) == "0o600"
-    loaded = store.load("bc")
-    assert loaded.admin_token == state.admin_token and loaded.served_versions() == ["2"]
-    assert loaded.weights() == {"2": 1.0} and loaded.history[0]["version"] == "2"
-    assert [p.name for p in path.parent.iterdir() if p.suffix.startswith(".tmp")] == []
-    path.write_text("{not json")
-    with pytest.raises(MlopsInputError, match="unreadable"):
-        store.load("bc")
-    with pytest.raises(MlopsInputError, match="Deployment name"):
-        store.path("../x")
+    raw = json.loads(json.dumps(state.to_json()))
+    loaded = DeploymentState.from_json({**raw, "from_a_newer_version": 1})
+    assert loaded == state and isinstance(loaded.op, Operation) and loaded.op.holds()
+    assert loaded.served_versions() == ["2"] and loaded.weights() == {"2": 1.0}
+    assert "token" not in json.dumps(raw)
+    assert not Operation(id="x", action="deploy", lease_until=time.time() - 1).holds()  # a lease runs out
+    assert not Operation(id="x", action="deploy", status="done", lease_until=time.time() + 60).holds()
 
 
 def test_history_is_bounded():
@@ -124,39 +119,70 @@ def test_history_is_bounded():
     )
 
 
-def test_lock_serialises_operations_on_one_deployment(tmp_path):
-    store = StateStore(tmp_path)
-    order: list[str] = []
-
-    def hold() -> None:
-        with store.lock("bc"):
-            order.append("a-in")
-            time.sleep(0.5)
-            order.append("a-out")
-
-    t = threading.Thread(target=hold)
-    t.start()
-    time.sleep(0.1)
-    with store.lock("bc"):
-        order.append("b-in")
-    t.join()
-    assert order == ["a-in", "a-out", "b-in"]
-    with store.lock("bc"):
-        # Another process cannot take the lock while this one holds it: it gives up with a clear error.
-        pid = os.fork()
-        if pid == 0:  # child: report through the exit code
-            try:
-                with store.lock("bc", timeout=0.3):
-                    os._exit(0)
-            except MlopsInputError:
-                os._exit(3)
-            os._exit(1)
-        _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 3
+def test_generated_admin_token_is_private_to_this_worker(tmp_path):
+    store = StateStore(tmp_path / "s")
+    assert store.local_token("bc") is None
+    token = store.new_local_token("bc")
+    path = tmp_path / "s" / "bc.admin-token"
+    assert oct(path.stat().st_mode & 0o777) == "0o600" and store.local_token("bc") == token
+    assert StateStore(tmp_path / "other").local_token("bc") is None  # another worker's folder
+    store.forget("bc")
+    assert store.local_token("bc") is None
+    with pytest.raises(MlopsInputError, match="Deployment name"):
+        store.workdir("../x")
 
 
-def test_state_json_is_plain_json(tmp_path):
-    store = StateStore(tmp_path)
-    store.save(DeploymentState("bc", "m", "docker", handle={"container_id": "abc"}))
-    raw = json.loads(store.path("bc").read_text())
-    assert raw["handle"] == {"container_id": "abc"} and raw["backend"] == "docker"
+def _sqlite_target(tmp_path):
+    from airflow_mlops.core.tracking import MlflowTarget
+
+    return MlflowTarget(f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_location=str(tmp_path / "artifacts"))
+
+
+def test_records_compare_and_set_on_the_sqlite_store(tmp_path):
+    """The real embedded store (sqlite:///): a second writer of the same revision loses with a typed
+    conflict, readers take the highest revision, a deleted deployment reads as never deployed."""
+    from airflow_mlops.deploy.state import DeploymentRecords, StateConflictError
+
+    records = DeploymentRecords(_sqlite_target(tmp_path))
+    assert records.load("bc") == (None, 0)
+    state = DeploymentState("bc", "m", "local", port=1)
+    assert records.save(state, "bc", 0) == 1
+    other = DeploymentRecords(_sqlite_target(tmp_path))  # another worker: its own client
+    with pytest.raises(StateConflictError, match="changed by another operation"):
+        other.save(DeploymentState("bc", "m", "local", port=2), "bc", 0)
+    loaded, rev = other.load("bc")
+    assert rev == 1 and loaded.port == 1
+    big = DeploymentState("bc", "m", "local", config={"routes": [], "pad": "x" * 20000})
+    assert other.save(big, "bc", 1) == 2
+    assert records.load("bc")[0].config["pad"] == "x" * 20000  # chunked over several params
+    records.save(None, "bc", 2)
+    assert records.load("bc") == (None, 3)
+
+
+def test_concurrent_writers_of_one_revision_exactly_one_wins(tmp_path):
+    from airflow_mlops.deploy.state import CasRecord, DeploymentRecords, StateConflictError
+
+    target = _sqlite_target(tmp_path)
+    DeploymentRecords(target).save(DeploymentState("bc", "m", "local"), "bc", 0)
+    barrier = threading.Barrier(6)
+    outcomes: list[str] = []
+
+    def write(i: int) -> None:
+        rec = CasRecord(target.client(), "deployment", "bc")
+        rec.run_id()
+        barrier.wait()
+        try:
+            rec.write(2, {"writer": i})
+            outcomes.append(f"won-{i}")
+        except StateConflictError:
+            outcomes.append("conflict")
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [o for o in outcomes if o.startswith("won")]
+    assert len(winners) == 1 and outcomes.count("conflict") == 5, outcomes
+    rev, value = CasRecord(target.client(), "deployment", "bc").read()
+    assert rev == 2 and f"won-{value['writer']}" == winners[0]
