@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.core.lineage import frame_digest
+from airflow_mlops.core.redact import redact
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -34,6 +36,48 @@ class DatasetInfo:
     source: str
     name: str = "training"
     tags: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike[str]) -> DatasetInfo:
+        """Read a CSV/Parquet file or folder (see :func:`airflow_mlops.core.data.read_table`).
+
+        :param path: the file or folder.
+        """
+        from airflow_mlops.core.data import read_table
+
+        return cls(read_table(path), redact(path), name=str(path).rstrip("/").rsplit("/", 1)[-1])
+
+    @classmethod
+    def from_dvc(cls, repo: str, path: str, rev: str | None = None, remote: str | None = None) -> DatasetInfo:
+        """Read a DVC-tracked file at a revision, with its lineage as tags (credentials masked).
+
+        :param repo: the repository (local path or git URL).
+        :param path: the tracked file inside it.
+        :param rev: git revision (default: HEAD).
+        :param remote: DVC remote to read from (default: the repository's).
+        """
+        from airflow_mlops.core.dvc_data import read_dvc_frame
+
+        frame, lineage = read_dvc_frame(repo, path, rev, remote)
+        return cls.from_dvc_frame(frame, lineage)
+
+    @classmethod
+    def from_dvc_frame(cls, frame: pd.DataFrame, lineage: dict[str, Any]) -> DatasetInfo:
+        """A DVC-read frame with its lineage (what ``read_dvc_frame`` returns) as a dataset.
+
+        :param frame: the data.
+        :param lineage: ``repo``, ``path``, ``rev``, ``commit`` and ``md5``.
+        """
+        repo = redact(lineage["repo"])
+        tags = {
+            "mlops.dvc.repo": repo,
+            "mlops.dvc.path": lineage["path"],
+            "mlops.dvc.rev": lineage["rev"],
+            "mlops.dvc.commit": lineage["commit"],
+            "mlops.dvc.md5": lineage["md5"],
+        }
+        source = f"dvc://{repo}::{lineage['path']}@{lineage['commit']}"
+        return cls(frame, source, name=lineage["path"], tags=tags)
 
 
 def ensure_experiment(name: str, artifact_location: str | None = None) -> str:
@@ -83,9 +127,18 @@ def log_model_run(
 
     import airflow_mlops.core.dvc_source  # noqa: F401 - registers the dvc:// dataset source
 
-    tags = dict(tags or {})
     digest = frame_digest(dataset.frame)
-    tags.update({"mlops.dataset.digest": digest, "mlops.dataset.source": dataset.source, **dataset.tags})
+    source = redact(dataset.source)
+    # Tag values may quote URLs (a DVC repo, a data path): none keeps its credentials.
+    tags = {
+        k: redact(v)
+        for k, v in {
+            **(tags or {}),
+            "mlops.dataset.digest": digest,
+            "mlops.dataset.source": source,
+            **dataset.tags,
+        }.items()
+    }
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
         mlflow.log_params(
             {
@@ -102,7 +155,7 @@ def log_model_run(
         )
         mlflow.log_metrics(outcome.metrics)
         ds = mlflow.data.from_pandas(  # a plain path or a dvc:// source (see core.dvc_source)
-            dataset.frame, source=dataset.source, name=dataset.name, targets=outcome.target
+            dataset.frame, source=source, name=redact(dataset.name), targets=outcome.target
         )
         mlflow.log_input(ds, context="training")
         with tempfile.TemporaryDirectory() as tmp:
@@ -146,7 +199,7 @@ def log_model_run(
             run_id=run.info.run_id,
             model_id=info.model_id,
             tags={k: str(v) for k, v in tags.items()},
-            description=f"Trained by {outcome.candidate.estimator} on {dataset.source}",
+            description=f"Trained by {outcome.candidate.estimator} on {source}",
         )
         mlflow.set_tag("mlops.registered_version", f"{model_name}/{mv.version}")
     return {
@@ -161,7 +214,7 @@ def log_model_run(
         "features": outcome.features,
         "estimator": outcome.candidate.estimator,
         "dataset_digest": digest,
-        "dataset_source": dataset.source,
+        "dataset_source": source,
     }
 
 

@@ -41,15 +41,19 @@ class DvcHook(BaseHook):
         }
 
     def _settings(self) -> tuple[str, str | None, str | None]:
+        from airflow_mlops.core.errors import MlopsInputError
+
         conn = self.get_connection(self.dvc_conn_id)
         if not conn.host:
-            raise ValueError(f"Connection {self.dvc_conn_id!r} has no host: set it to the DVC repository.")
+            raise MlopsInputError(
+                f"Connection {self.dvc_conn_id!r} has no host: set it to the DVC repository (path or git URL)."
+            )
         extra = conn.extra_dejson
         return conn.host, extra.get("rev"), extra.get("remote")
 
     @property
     def repo(self) -> str:
-        """The repository path or URL."""
+        """The repository path or URL (may hold credentials: redact it before printing)."""
         return self._settings()[0]
 
     def read_dataframe(self, path: str, rev: str | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:

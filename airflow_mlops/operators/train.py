@@ -52,6 +52,8 @@ class TrainOperator(BaseOperator):
     :param serialization: ``cloudpickle`` or ``skops``.
     :param reference_sample_rows: rows of training features logged for drift reference.
     :param extra_tags: more tags for the run and the version.
+    :param allow_perfect_predictors: features allowed to predict the target perfectly on their own (by
+        default such a feature is refused as a leak of the target).
     :param mlflow_conn_id: MLflow connection.
     :param dvc_conn_id: DVC connection.
     """
@@ -71,6 +73,7 @@ class TrainOperator(BaseOperator):
         "holdout",
         "experiment_name",
         "extra_tags",
+        "allow_perfect_predictors",
     )
     template_fields_renderers = {"estimator_params": "json", "candidates": "json", "extra_tags": "json"}
     operator_extra_links = (MlflowRunLink(),)
@@ -97,6 +100,7 @@ class TrainOperator(BaseOperator):
         serialization: str = "cloudpickle",
         reference_sample_rows: int = 5000,
         extra_tags: dict[str, str] | None = None,
+        allow_perfect_predictors: list[str] | None = None,
         mlflow_conn_id: str = MlflowHook.default_conn_name,
         dvc_conn_id: str = "dvc_default",
         **kwargs: Any,
@@ -124,6 +128,7 @@ class TrainOperator(BaseOperator):
         self.serialization = serialization
         self.reference_sample_rows = reference_sample_rows
         self.extra_tags = extra_tags
+        self.allow_perfect_predictors = allow_perfect_predictors
         self.mlflow_conn_id = mlflow_conn_id
         self.dvc_conn_id = dvc_conn_id
 
@@ -133,69 +138,82 @@ class TrainOperator(BaseOperator):
         return MlflowHook(self.mlflow_conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_mlops.errors_airflow import airflow_errors
+
+        # Bad input fails at once (no retry reads better input); every message is redacted.
+        with airflow_errors():
+            return self._train(context)
+
+    def _train(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.core.errors import MlopsInputError
         from airflow_mlops.core.lineage import git_commit
-        from airflow_mlops.core.model_logging import ensure_experiment, log_model_run
-        from airflow_mlops.core.tracking import check_reachable
-        from airflow_mlops.core.training import Candidate, train_model
+        from airflow_mlops.core.training import train_and_register
+        from airflow_mlops.errors_airflow import mask_secrets
 
         # Checked again after rendering: templates may have turned either argument into None.
         if bool(self.data) == bool(self.dvc_path):
             raise MlopsInputError("Give exactly one of `data` and `dvc_path`: they name the training data.")
         if self.estimator and self.candidates:
             raise MlopsInputError("Give `estimator` or `candidates`, not both.")
+        if self.estimator_params is not None and not isinstance(self.estimator_params, dict):
+            raise MlopsInputError(
+                f"`estimator_params` must be a mapping, not {type(self.estimator_params).__name__} "
+                f"{self.estimator_params!r} (with Jinja, set render_template_as_native_obj=True on the DAG)."
+            )
+        if self.candidates is not None and not isinstance(self.candidates, (list, tuple)):
+            raise MlopsInputError(
+                f"`candidates` must be a list of {{'estimator': ..., 'params': ...}}, not "
+                f"{type(self.candidates).__name__} (with Jinja, set render_template_as_native_obj=True)."
+            )
         target = self.hook.target
+        # Credentials inside URLs never reach the task log.
+        mask_secrets(target.tracking_uri, getattr(target, "password", None), getattr(target, "token", None))
+        if self.dvc_path:
+            from airflow_mlops.hooks.dvc import DvcHook
+
+            mask_secrets(DvcHook(self.dvc_conn_id).repo)
         ids = self._airflow_ids(context)
-        with target.activate():
-            check_reachable(target.tracking_uri)
-            experiment = self.experiment_name or self.registered_model_name
-            experiment_id = ensure_experiment(experiment, target.artifact_location)
-            reused = self._reuse_finished_run(experiment_id, ids)
-            if reused is not None:
-                self.log.info(
-                    "Task instance already trained run %s (version %s): reusing it.",
-                    reused["run_id"],
-                    reused["version"],
-                )
-                return self._publish(context, reused)
-            dataset = self._load_dataset()
-            holdout = self._load_holdout()
-            if self.candidates:
-                cands = [Candidate.parse(c) for c in self.candidates]
-            elif self.estimator:
-                cands = [Candidate(self.estimator, dict(self.estimator_params or {}))]
-            else:
-                cands = []
-            outcome = train_model(
-                dataset.frame,
-                self.target,
-                cands,
-                features=self.features,
-                task=self.task,
-                test_size=self.test_size,
-                random_state=self.random_state,
-                holdout=holdout,
-                selection_metric=self.selection_metric,
-            )
-            self.log.info("Trained %s: %s", outcome.candidate.estimator, _fmt(outcome.metrics))
-            tags = {**ids, **(self.extra_tags or {})}
-            code = git_commit(context["dag"].fileloc) if context.get("dag") is not None else None
-            if code:
-                tags.update({"mlops.git.sha": code["sha"], "mlops.git.dirty": code["dirty"]})
-            result = log_model_run(
-                outcome,
-                model_name=self.registered_model_name,
-                experiment_id=experiment_id,
-                dataset=dataset,
-                tags=tags,
-                params={"test_size": self.test_size, "random_state": self.random_state},
-                serialization=self.serialization,
-                sample_rows=self.reference_sample_rows,
-                run_name=f"{ids['mlops.airflow.dag_id']}.{ids['mlops.airflow.task_id']}",
-            )
-        self.log.info(
-            "Registered %s version %s (run %s)", result["model_name"], result["version"], result["run_id"]
+        if self.candidates:
+            cands: list[Any] = list(self.candidates)
+        elif self.estimator:
+            cands = [{"estimator": self.estimator, "params": dict(self.estimator_params or {})}]
+        else:
+            cands = []
+        tags = {**ids, **(self.extra_tags or {})}
+        code = git_commit(context["dag"].fileloc) if context.get("dag") is not None else None
+        if code:
+            tags.update({"mlops.git.sha": code["sha"], "mlops.git.dirty": code["dirty"]})
+        result = train_and_register(
+            target,
+            self.registered_model_name,
+            self.target,
+            self._load_dataset,
+            cands,
+            features=self.features,
+            task=self.task,
+            test_size=self.test_size,
+            random_state=self.random_state,
+            holdout=self._load_holdout,
+            selection_metric=self.selection_metric,
+            allow_perfect_predictors=self.allow_perfect_predictors,
+            experiment_name=self.experiment_name,
+            serialization=self.serialization,
+            sample_rows=self.reference_sample_rows,
+            tags=tags,
+            run_name=f"{ids['mlops.airflow.dag_id']}.{ids['mlops.airflow.task_id']}",
+            reuse_tags={k: ids[k] for k in AIRFLOW_TAGS},
         )
+        if result.get("reused"):
+            self.log.info(
+                "Task instance already trained run %s (version %s): reusing it.",
+                result["run_id"],
+                result["version"],
+            )
+        else:
+            self.log.info("Trained %s: %s", result["estimator"], _fmt(result["metrics"]))
+            self.log.info(
+                "Registered %s version %s (run %s)", result["model_name"], result["version"], result["run_id"]
+            )
         return self._publish(context, result)
 
     def _airflow_ids(self, context: Context) -> dict[str, str]:
@@ -208,53 +226,15 @@ class TrainOperator(BaseOperator):
             "mlops.airflow.try_number": str(getattr(ti, "try_number", 1)),
         }
 
-    def _reuse_finished_run(self, experiment_id: str, ids: dict[str, str]) -> dict[str, Any] | None:
-        """A finished run of this task instance that registered a version; crashed runs are marked failed."""
-        import mlflow
-
-        client = mlflow.MlflowClient()
-        query = " and ".join(f"tags.`{k}` = '{ids[k]}'" for k in AIRFLOW_TAGS)
-        for run in client.search_runs([experiment_id], filter_string=query, max_results=20):
-            registered = run.data.tags.get("mlops.registered_version")
-            if run.info.status == "FINISHED" and registered:
-                name, version = registered.rsplit("/", 1)
-                return {
-                    "model_name": name,
-                    "version": version,
-                    "run_id": run.info.run_id,
-                    "experiment_id": experiment_id,
-                    "model_uri": f"models:/{name}/{version}",
-                    "metrics": dict(run.data.metrics),
-                    "task": run.data.params.get("task"),
-                    "estimator": run.data.params.get("estimator"),
-                    "dataset_digest": run.data.tags.get("mlops.dataset.digest"),
-                    "dataset_source": run.data.tags.get("mlops.dataset.source"),
-                    "reused": True,
-                }
-            if run.info.status == "RUNNING":
-                # A worker that died mid-run left it RUNNING: close it so the UI tells the truth.
-                client.set_terminated(run.info.run_id, status="FAILED")
-        return None
-
     def _load_dataset(self) -> Any:
-        from airflow_mlops.core.data import read_table
         from airflow_mlops.core.model_logging import DatasetInfo
 
         if self.dvc_path:
             from airflow_mlops.hooks.dvc import DvcHook
 
             frame, lineage = DvcHook(self.dvc_conn_id).read_dataframe(self.dvc_path, self.dvc_rev)
-            source = f"dvc://{lineage['repo']}::{lineage['path']}@{lineage['commit']}"
-            tags = {
-                "mlops.dvc.repo": lineage["repo"],
-                "mlops.dvc.path": lineage["path"],
-                "mlops.dvc.rev": lineage["rev"],
-                "mlops.dvc.commit": lineage["commit"],
-                "mlops.dvc.md5": lineage["md5"],
-            }
-            return DatasetInfo(frame, source, name=lineage["path"], tags=tags)
-        frame = read_table(self.data)
-        return DatasetInfo(frame, str(self.data), name=str(self.data).rstrip("/").rsplit("/", 1)[-1])
+            return DatasetInfo.from_dvc_frame(frame, lineage)
+        return DatasetInfo.from_path(self.data)  # type: ignore[arg-type]
 
     def _load_holdout(self) -> pd.DataFrame | None:
         from airflow_mlops.core.data import read_table
@@ -263,7 +243,9 @@ class TrainOperator(BaseOperator):
 
     def _publish(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
         # Pushed even when empty (no UI for a local store), so the link never looks up a missing XCom.
-        url = self.hook.target.run_url(result["experiment_id"], result["run_id"]) or ""
+        from airflow_mlops.core.redact import redact
+
+        url = redact(self.hook.target.run_url(result["experiment_id"], result["run_id"]) or "")
         context["ti"].xcom_push(key=XCOM_RUN_URL, value=url)
         for outlet in self.outlets or []:
             if outlet.__class__.__name__ == "Asset":
