@@ -37,21 +37,6 @@ class MlflowHook(BaseHook):
         super().__init__()
         self.mlflow_conn_id = mlflow_conn_id
 
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Labels and placeholders for the connection form in the Airflow UI."""
-        return {
-            "hidden_fields": ["schema"],
-            "relabeling": {"host": "Tracking URI", "login": "Username", "password": "Password or token"},
-            "placeholders": {
-                "host": "http://mlflow:5000 or sqlite:////opt/airflow/mlflow/mlflow.db",
-                "port": "5000 (when the host has no port)",
-                "login": "basic-auth user (leave empty for a token)",
-                "password": "basic-auth password, or a bearer token when the username is empty",
-                "extra": '{"registry_uri": "...", "artifact_location": "...", "ui_url": "http://localhost:5000"}',
-            },
-        }
-
     @cached_property
     def target(self) -> MlflowTarget:
         """The connection resolved into an :class:`MlflowTarget`."""

@@ -25,15 +25,6 @@ class PushgatewayHook(BaseHook):
         super().__init__()
         self.pushgateway_conn_id = pushgateway_conn_id
 
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Labels and placeholders for the connection form in the Airflow UI."""
-        return {
-            "hidden_fields": ["schema", "extra"],
-            "relabeling": {"host": "Pushgateway URL"},
-            "placeholders": {"host": "http://pushgateway", "port": "9091"},
-        }
-
     def settings(self) -> tuple[str, str | None, str | None]:
         """``(url, username, password)`` of the gateway."""
         conn = self.get_connection(self.pushgateway_conn_id)
