@@ -105,6 +105,7 @@ def simulate(
     concurrency: int = 4,
     seed: int = 0,
     key_column: str | None = None,
+    feedback_token: str | None = None,
 ) -> SimulationStats:
     """Send ``requests`` single-row predictions drawn from ``data`` and, ``feedback_delay`` seconds after
     each answer, its true label (for a ``feedback_share`` of them), as ground truth arrives in real life.
@@ -119,6 +120,7 @@ def simulate(
     :param concurrency: parallel clients.
     :param seed: random seed (row draws and feedback sampling).
     :param key_column: column used as the sticky key of A/B routing.
+    :param feedback_token: the gateway's feedback bearer token (default: ``$MLOPS_GATEWAY_FEEDBACK_TOKEN``).
     """
     from airflow_mlops.serving.client import GatewayClient
 
@@ -162,7 +164,7 @@ def simulate(
                         heapq.heappush(due, (time.monotonic() + feedback_delay, answer["request_id"], label))
 
     def send_feedback() -> None:
-        with GatewayClient(endpoint) as client:
+        with GatewayClient(endpoint, feedback_token=feedback_token) as client:
             while True:
                 with lock:
                     item = heapq.heappop(due) if due and due[0][0] <= time.monotonic() else None
@@ -217,6 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--feedback-share", type=float, default=1.0)
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--feedback-token",
+        help="bearer token of the gateway's /feedback (better: set MLOPS_GATEWAY_FEEDBACK_TOKEN, which other "
+        "users of the machine cannot read on the command line)",
+    )
     args = p.parse_args(argv)
     stats = simulate(
         args.endpoint,
@@ -228,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         feedback_share=args.feedback_share,
         concurrency=args.concurrency,
         seed=args.seed,
+        feedback_token=args.feedback_token,
     )
     print(json.dumps(stats.as_dict(), indent=2))
     return 0 if stats.failed == 0 else 1

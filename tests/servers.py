@@ -189,6 +189,10 @@ def start_pushgateway(root: Path) -> tuple[subprocess.Popen, str]:
     )
 
 
+# The feedback token of gateways started by start_gateway unless a test gives another (or None).
+FEEDBACK_TOKEN = "tests-feedback-token-9d41"
+
+
 def start_gateway(
     root: Path,
     tracking_uri: str,
@@ -196,6 +200,7 @@ def start_gateway(
     admin_token: str | None = None,
     extra_args: tuple[str, ...] = (),
     wait_ready: bool = True,
+    feedback_token: str | None = FEEDBACK_TOKEN,
 ) -> tuple[subprocess.Popen, str]:
     """A real model gateway (``python -m airflow_mlops.serving``) on a free loopback port.
 
@@ -203,6 +208,7 @@ def start_gateway(
     :param tracking_uri: the MLflow store it loads models from.
     :param config: deployment config written to ``root/deployment.json`` (None: start empty).
     :param admin_token: value of ``MLOPS_GATEWAY_ADMIN_TOKEN`` (None: admin API refused).
+    :param feedback_token: value of ``MLOPS_GATEWAY_FEEDBACK_TOKEN`` (None: feedback refused).
     :param extra_args: more command-line arguments.
     :param wait_ready: wait for ``/ready`` (else only ``/health``).
     """
@@ -217,8 +223,12 @@ def start_gateway(
     if config is not None:
         (root / "deployment.json").write_text(json.dumps(config))
         args += ["--config", str(root / "deployment.json")]
-    env = {k: v for k, v in os.environ.items() if k != "MLOPS_GATEWAY_ADMIN_TOKEN"}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("MLOPS_GATEWAY_ADMIN_TOKEN", "MLOPS_GATEWAY_FEEDBACK_TOKEN")
+    }
     if admin_token is not None:
         env["MLOPS_GATEWAY_ADMIN_TOKEN"] = admin_token
+    if feedback_token is not None:
+        env["MLOPS_GATEWAY_FEEDBACK_TOKEN"] = feedback_token
     path = "/ready" if wait_ready and config is not None else "/health"
     return start_process(args, root, "gateway", path, port, timeout=120, env=env)

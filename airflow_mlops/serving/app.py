@@ -1,8 +1,10 @@
 """The model gateway: a Starlette app serving registered models with routing, feedback and metrics.
 
-Endpoints: ``POST /predict``, ``POST /feedback``, ``GET /health``, ``GET /ready``, ``GET /metrics``,
-``GET|PUT /admin/deployment`` (bearer token). The serving state is one immutable
-:class:`Deployment`; a change builds a new one (models loaded first) and swaps the reference, so
+Endpoints: ``POST /predict``, ``POST /feedback`` (feedback bearer token), ``GET /health``, ``GET /ready``,
+``GET /metrics``, ``GET|PUT /admin/deployment`` (admin bearer token). Bodies must be JSON
+(``Content-Type: application/json``, 415 otherwise), so a web page cannot post a plain form here. The
+serving state is one immutable :class:`Deployment`; a change builds a new one (models loaded first, off
+the event loop, within a bounded time and without holding the swap lock) and swaps the reference, so
 every request sees either the old or the new deployment whole, and none fails during a swap.
 """
 
@@ -28,6 +30,8 @@ from starlette.responses import Response
 from starlette.routing import Route as HttpRoute
 
 from airflow_mlops.core.errors import MlopsInputError, MlopsServiceError
+from airflow_mlops.core.redact import redact
+from airflow_mlops.serving.client import ADMIN_TOKEN_ENV, FEEDBACK_TOKEN_ENV
 from airflow_mlops.serving.config import DeploymentConfig
 from airflow_mlops.serving.feedback_log import FeedbackLogWriter
 from airflow_mlops.serving.live_metrics import LiveMetrics
@@ -61,7 +65,8 @@ except ImportError:  # pragma: no cover - orjson ships with MLflow's dependencie
     _JSONError = ValueError
 
 log = logging.getLogger("airflow_mlops.serving")
-ADMIN_TOKEN_ENV = "MLOPS_GATEWAY_ADMIN_TOKEN"
+# Bodies bigger than this are parsed off the event loop.
+_PARSE_OFF_LOOP_BYTES = 1024 * 1024
 
 
 @dataclass
@@ -69,6 +74,8 @@ class GatewaySettings:
     """How a gateway runs.
 
     :param admin_token: bearer token of the admin API (None: every admin call is refused).
+    :param feedback_token: bearer token of ``/feedback``, separate from the admin token, since labels drive
+        the online gate, the bandit and the retraining data (None: feedback is refused with 403).
     :param log_dir: prediction-log root (None: no log).
     :param max_body_bytes: largest request body accepted (413 above).
     :param max_rows: most rows in one predict request (413 above).
@@ -77,6 +84,13 @@ class GatewaySettings:
     :param shadow_queue: shadow copies waiting at most (more are dropped and counted).
     :param log_flush_seconds: how often the prediction log writes a file.
     :param state_file: where each applied deployment is saved, so that a restarted gateway serves it again.
+    :param offload_rows: predicts of more rows than this run in a worker thread, so that ``/health`` and
+        small requests keep answering while a big batch is scored.
+    :param body_timeout: seconds a client may take to send a request body (408 after).
+    :param load_timeout: seconds a deployment change may take to load its models (503 after).
+    :param put_wait_seconds: seconds a deployment change waits for one in progress (409 after).
+    :param log_max_held_rows: log rows held in memory while writes fail (the oldest are dropped beyond).
+    :param tracking_uri: where models come from, for messages (credentials are masked).
     """
 
     admin_token: str | None = field(default=None, repr=False)
@@ -88,6 +102,13 @@ class GatewaySettings:
     shadow_queue: int = 10_000
     log_flush_seconds: float = 10.0
     state_file: str | None = None
+    feedback_token: str | None = field(default=None, repr=False)
+    offload_rows: int = 1000
+    body_timeout: float = 30.0
+    load_timeout: float = 120.0
+    put_wait_seconds: float = 5.0
+    log_max_held_rows: int = 1_000_000
+    tracking_uri: str | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +127,10 @@ class HttpError(Exception):
         super().__init__(detail)
         self.status = status
         self.detail = detail
+
+
+class GatewayBusy(MlopsServiceError):
+    """Another deployment change is loading its models; the caller should retry when it is done."""
 
 
 # Models that answered recently, kept for feedback joins after a swap (beyond it: 410 Gone).
@@ -236,6 +261,8 @@ class Gateway:
     :param settings: runtime settings.
     :param load_model: ``(name, version) -> LoadedModel``.
     :param resolve: ``(name, version_or_alias) -> version number``.
+    :param probe: called before loading, raises :class:`MlopsServiceError` fast when the model store is
+        down (e.g. :meth:`ModelLoader.check`).
     """
 
     def __init__(
@@ -243,10 +270,12 @@ class Gateway:
         settings: GatewaySettings,
         load_model: Callable[[str, str], LoadedModel],
         resolve: Callable[[str, str], str],
+        probe: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.load_model = load_model
         self.resolve = resolve
+        self.probe = probe
         self.metrics = LiveMetrics(settings.window)
         self.bandit = BanditStats()
         self.deployment: Deployment | None = None
@@ -260,6 +289,7 @@ class Gateway:
         self.feedback_writer: FeedbackLogWriter | None = None
         self.shadow: ShadowWorker | None = None
         self._swap_lock = asyncio.Lock()
+        self._load_lock = asyncio.Lock()
         self._frozen = False
 
     # --- deployment changes -------------------------------------------------------------------
@@ -267,7 +297,10 @@ class Gateway:
         """Resolve aliases and load every routed version (reusing loaded ones); nothing is swapped yet.
 
         :raises MlopsInputError: a version or alias does not exist or cannot be served.
+        :raises MlopsServiceError: the model store is unreachable.
         """
+        if self.probe is not None:
+            self.probe()
         resolved = {v: self.resolve(config.model_name, v) for v in config.versions}
         config = config.with_versions(resolved)
         current = self.deployment
@@ -304,12 +337,51 @@ class Gateway:
             cfg.champion,
         )
 
-    async def apply(self, config: DeploymentConfig) -> Deployment:
-        """Load the models of ``config`` off the event loop, then swap; one change at a time."""
+    async def apply(self, config: DeploymentConfig, save: bool = False) -> Deployment:
+        """Load the models of ``config`` off the event loop, within ``load_timeout``, then swap.
+
+        One change loads at a time; another waits ``put_wait_seconds`` at most. The swap lock is held
+        only for the swap itself, so the current deployment keeps serving while a load is slow or stuck
+        (a load that times out is abandoned: its result is never swapped in).
+
+        :param config: the new deployment.
+        :param save: write it to the state file before swapping (a failed write changes nothing).
+        :raises GatewayBusy: another change is still loading.
+        :raises MlopsServiceError: loading took too long, the model store is down, or the state
+            file cannot be written.
+        :raises MlopsInputError: the config names versions that cannot be served.
+        """
+        s = self.settings
+        try:
+            await asyncio.wait_for(self._load_lock.acquire(), s.put_wait_seconds)
+        except TimeoutError:
+            raise GatewayBusy(
+                f"Another deployment change is still loading models (waited {s.put_wait_seconds:g} s): "
+                "retry when it has finished (GET /admin/deployment shows what serves)."
+            ) from None
+        try:
+            try:
+                new = await asyncio.wait_for(asyncio.to_thread(self.build, config), s.load_timeout)
+            except TimeoutError:
+                where = f" from MLflow at {redact(s.tracking_uri)}" if s.tracking_uri else ""
+                raise MlopsServiceError(
+                    f"Loading the models of {config.model_name}{where} did not finish within "
+                    f"{s.load_timeout:g} s: check that the MLflow server and its artifact store answer, "
+                    "or start the gateway with a longer --load-timeout."
+                ) from None
+            if save and s.state_file:
+                try:
+                    await asyncio.to_thread(save_state, s.state_file, new.config.to_dict())
+                except OSError as e:
+                    raise MlopsServiceError(
+                        f"Cannot save the gateway state file {s.state_file} ({e}): free the disk or fix "
+                        "--state-file."
+                    ) from None
+        finally:
+            self._load_lock.release()
         async with self._swap_lock:
-            new = await asyncio.to_thread(self.build, config)
             self.swap(new)
-            return new
+        return new
 
     # --- request handling ------------------------------------------------------------------------
     def remember(self, request_id: str, model: LoadedModel, predictions: np.ndarray) -> None:
@@ -328,27 +400,71 @@ class Gateway:
             del self.served[next(iter(self.served))]
 
 
+def _bearer_matches(request: Request, token: str) -> bool:
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    # Constant time: the comparison must not tell how much of a guess was right.
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
 def _authorize(request: Request, token: str | None) -> None:
     if not token:
         raise HttpError(401, f"The admin API is disabled: start the gateway with {ADMIN_TOKEN_ENV} set.")
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+    if not _bearer_matches(request, token):
         raise HttpError(401, "Missing or wrong admin token: send 'Authorization: Bearer <token>'.")
 
 
-async def _read_json(request: Request, limit: int) -> Any:
+def _authorize_feedback(request: Request, token: str | None) -> None:
+    if not token:
+        raise HttpError(
+            403,
+            f"Feedback is disabled on this gateway: start it with {FEEDBACK_TOKEN_ENV} set (or "
+            "--feedback-token-file) and send 'Authorization: Bearer <feedback token>'.",
+        )
+    if not _bearer_matches(request, token):
+        raise HttpError(
+            401,
+            "Missing or wrong feedback token: send 'Authorization: Bearer <token>' with the gateway's "
+            f"{FEEDBACK_TOKEN_ENV}.",
+        )
+
+
+def _require_json(request: Request) -> None:
+    """415 unless the body is declared JSON: a web page can post text/plain or a form anywhere without
+    a CORS preflight, but never application/json."""
+    given = request.headers.get("content-type", "")
+    media = given.partition(";")[0].strip().lower()
+    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+        shown = repr(given) if given else "missing"
+        raise HttpError(
+            415,
+            f"Content-Type {shown} is not accepted: send the body as JSON with 'Content-Type: application/json'.",
+        )
+
+
+async def _read_json(request: Request, limit: int, timeout: float = 30.0) -> Any:
+    _require_json(request)
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise HttpError(413, f"The request body has {length} bytes, over the limit of {limit}: send less.")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HttpError(413, f"The request body is over the limit of {limit} bytes: send less.")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
     try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise HttpError(413, f"The request body is over the limit of {limit} bytes: send less.")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise HttpError(
+            408, f"The request body did not arrive within {timeout:g} s: send the whole body at once."
+        ) from None
+    raw = b"".join(chunks)
+    if not raw.strip():
+        raise HttpError(400, "The request body is empty: send a JSON object.")
+    try:
+        if len(raw) > _PARSE_OFF_LOOP_BYTES:
+            return await asyncio.to_thread(_loads, raw)
         return _loads(raw)
     except _JSONError as e:
         raise HttpError(400, f"The request body is not valid JSON ({e}): send a JSON object.") from None
@@ -360,6 +476,8 @@ def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) ->
 
 def _error(e: HttpError) -> Response:
     headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
+    if e.status in (408, 413):
+        headers = {"Connection": "close"}  # the rest of the body is not read: the connection is done
     return _json({"detail": e.detail}, e.status, headers)
 
 
@@ -369,6 +487,7 @@ def create_app(
     config: DeploymentConfig | None = None,
     load_model: Callable[[str, str], LoadedModel],
     resolve: Callable[[str, str], str],
+    probe: Callable[[], None] | None = None,
 ) -> Starlette:
     """Build the gateway app.
 
@@ -376,8 +495,9 @@ def create_app(
     :param config: the deployment loaded at startup (in the background; ``/ready`` says when).
     :param load_model: ``(name, version) -> LoadedModel`` (e.g. :meth:`ModelLoader.load`).
     :param resolve: ``(name, version_or_alias) -> version number`` (e.g. :meth:`ModelLoader.resolve`).
+    :param probe: fast reachability check of the model store before each load (e.g. :meth:`ModelLoader.check`).
     """
-    gw = Gateway(settings, load_model, resolve)
+    gw = Gateway(settings, load_model, resolve, probe)
     metrics = gw.metrics
 
     async def _initial_load() -> None:
@@ -386,7 +506,7 @@ def create_app(
         try:
             await gw.apply(config)
         except Exception as e:  # noqa: BLE001 - reported on /ready; an admin PUT can fix it
-            gw.status, gw.load_error = "error", str(e)
+            gw.status, gw.load_error = "error", redact(e)
             log.error("Loading the startup deployment failed: %s", e)
 
     @asynccontextmanager
@@ -396,9 +516,19 @@ def create_app(
             gw.writer = PredictionLogWriter(
                 settings.log_dir,
                 flush_seconds=settings.log_flush_seconds,
-                on_drop=lambda model, n: metrics.log_dropped.labels(model).inc(n),
+                max_pending_rows=settings.log_max_held_rows,
+                on_drop=metrics.log_dropped.labels("predictions").inc,
+                on_error=metrics.log_write_errors.labels("predictions").inc,
             )
-            gw.feedback_writer = FeedbackLogWriter(settings.log_dir, flush_seconds=settings.log_flush_seconds)
+            gw.feedback_writer = FeedbackLogWriter(
+                settings.log_dir,
+                flush_seconds=settings.log_flush_seconds,
+                max_held_rows=settings.log_max_held_rows,
+                on_drop=metrics.log_dropped.labels("feedback").inc,
+                on_error=metrics.log_write_errors.labels("feedback").inc,
+            )
+            for name, w in (("predictions", gw.writer), ("feedback", gw.feedback_writer)):
+                metrics.log_held.labels(name).set_function(lambda w=w: w.held_rows)
         task = asyncio.create_task(_initial_load()) if config is not None else None
         try:
             yield
@@ -417,7 +547,7 @@ def create_app(
         model_name = dep.config.model_name if dep is not None else "none"
         version = "none"
         try:
-            body = await _read_json(request, settings.max_body_bytes)
+            body = await _read_json(request, settings.max_body_bytes, settings.body_timeout)
             if dep is None:
                 raise HttpError(503, "No model is deployed yet: wait for /ready or PUT /admin/deployment.")
             if type(body) is not dict or "inputs" not in body:
@@ -439,15 +569,12 @@ def create_app(
                 key = records[0].get(sticky)
             version = dep.router.choose(None if key is None else str(key))
             model = dep.models[version]
-            try:
-                batch: Batch = model.batch(records)
-            except MlopsInputError as e:
-                raise HttpError(422, str(e)) from None
-            try:
-                preds, proba = model.predict(batch)
-            except Exception as e:  # noqa: BLE001 - answered as a server error, counted, and logged
-                log.exception("Model %s v%s failed to predict", model_name, version)
-                raise HttpError(500, f"Model {model_name} v{version} failed to predict: {e}") from None
+            if len(records) > settings.offload_rows:
+                # A big batch would hold the event loop for a second or more: /health would miss the
+                # container healthcheck's timeout. Scored in a worker thread instead.
+                batch, preds, proba = await asyncio.to_thread(_score, model, records)
+            else:
+                batch, preds, proba = _score(model, records)
         except HttpError as e:
             metrics.requests.labels(model_name, version, str(e.status)).inc()
             return _error(e)
@@ -473,7 +600,8 @@ def create_app(
 
     async def feedback(request: Request) -> Response:
         try:
-            body = await _read_json(request, settings.max_body_bytes)
+            _authorize_feedback(request, settings.feedback_token)
+            body = await _read_json(request, settings.max_body_bytes, settings.body_timeout)
             if type(body) is not dict or not isinstance(body.get("request_id"), str):
                 raise HttpError(
                     422,
@@ -487,7 +615,8 @@ def create_app(
                 raise HttpError(
                     404,
                     f"Unknown request_id {rid!r}: it was never served here or is older than the last "
-                    f"{settings.feedback_capacity} requests kept for feedback.",
+                    f"{settings.feedback_capacity} requests kept for feedback; send the request_id of a "
+                    "recent /predict answer of this gateway.",
                 )
             if "labels" in body:
                 labels = body["labels"]
@@ -559,21 +688,22 @@ def create_app(
                 if gw.deployment is None:
                     raise HttpError(404, "No deployment is loaded: PUT /admin/deployment to set one.")
                 return _json(gw.deployment.config.to_dict())
-            body = await _read_json(request, settings.max_body_bytes)
+            body = await _read_json(request, settings.max_body_bytes, settings.body_timeout)
+            cfg = None
             try:
                 cfg = DeploymentConfig.parse(body)
-                new = await gw.apply(cfg)
+                new = await gw.apply(cfg, save=True)
+            except GatewayBusy as e:
+                raise HttpError(409, f"{e} The deployment was not changed.") from None
             except MlopsInputError as e:
-                raise HttpError(422, f"{e} The deployment was not changed.") from None
+                raise HttpError(422, f"{redact(e)} The deployment was not changed.") from None
             except MlopsServiceError as e:
-                raise HttpError(503, f"{e} The deployment was not changed.") from None
+                raise HttpError(503, f"{redact(e)} The deployment was not changed.") from None
             except Exception as e:  # noqa: BLE001 - e.g. a model that fails to unpickle
-                log.exception("Loading deployment of %s failed", cfg.model_name)
+                log.exception("Loading deployment of %s failed", cfg.model_name if cfg else "?")
                 raise HttpError(
-                    500, f"Loading the models failed: {e}. The deployment was not changed."
+                    500, f"Loading the models failed: {redact(e)}. The deployment was not changed."
                 ) from None
-            if settings.state_file:
-                save_state(settings.state_file, new.config.to_dict())
             return _json(new.config.to_dict())
         except HttpError as e:
             return _error(e)
@@ -591,6 +721,20 @@ def create_app(
     )
     app.state.gateway = gw
     return app
+
+
+def _score(model: LoadedModel, records: list[Any]) -> tuple[Batch, np.ndarray, np.ndarray | None]:
+    """Validate ``records`` against the model's signature and predict (422 / 500 as HttpError)."""
+    try:
+        batch = model.batch(records)
+    except MlopsInputError as e:
+        raise HttpError(422, str(e)) from None
+    try:
+        preds, proba = model.predict(batch)
+    except Exception as e:  # noqa: BLE001 - answered as a server error, counted, and logged
+        log.exception("Model %s v%s failed to predict", model.name, model.version)
+        raise HttpError(500, f"Model {model.name} v{model.version} failed to predict: {e}") from None
+    return batch, preds, proba
 
 
 def save_state(path: str, config: dict[str, Any]) -> None:

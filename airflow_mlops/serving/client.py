@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
 from airflow_mlops.core.errors import MlopsInputError, MlopsServiceError
+
+# The gateway's two bearer tokens, read by the gateway (to check) and by callers (to send).
+ADMIN_TOKEN_ENV = "MLOPS_GATEWAY_ADMIN_TOKEN"
+FEEDBACK_TOKEN_ENV = "MLOPS_GATEWAY_FEEDBACK_TOKEN"
 
 
 class GatewayError(MlopsServiceError):
@@ -30,18 +35,25 @@ class GatewayClient:
 
     :param base_url: e.g. ``http://127.0.0.1:8080``.
     :param admin_token: bearer token for the admin API.
+    :param feedback_token: bearer token for ``/feedback`` (default: ``$MLOPS_GATEWAY_FEEDBACK_TOKEN``).
     :param timeout: seconds per request.
     :param trust_env: honour proxy settings of the environment (off: a gateway is usually internal,
         and an HTTP(S)_PROXY meant for the internet would swallow loopback calls).
     """
 
     def __init__(
-        self, base_url: str, admin_token: str | None = None, timeout: float = 10.0, trust_env: bool = False
+        self,
+        base_url: str,
+        admin_token: str | None = None,
+        timeout: float = 10.0,
+        trust_env: bool = False,
+        feedback_token: str | None = None,
     ) -> None:
         import httpx
 
         self.base_url = base_url.rstrip("/")
         self._admin_token = admin_token
+        self._feedback_token = feedback_token or os.environ.get(FEEDBACK_TOKEN_ENV) or None
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, trust_env=trust_env)
 
     def __repr__(self) -> str:  # the token stays out of reprs and logs
@@ -60,7 +72,8 @@ class GatewayClient:
     def _call(self, method: str, path: str, *, admin: bool = False, **kwargs: Any) -> Any:
         import httpx
 
-        headers = {"Authorization": f"Bearer {self._admin_token}"} if admin and self._admin_token else {}
+        token = self._admin_token if admin else self._feedback_token if path == "/feedback" else None
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
             r = self._http.request(method, path, headers=headers, **kwargs)
         except httpx.HTTPError as e:

@@ -215,4 +215,14 @@ def load_config(path: str | os.PathLike[str]) -> DeploymentConfig:
     p = Path(path)
     if not p.is_file():
         raise MlopsInputError(f"Deployment config {p} does not exist: give the path of a JSON file.")
-    return DeploymentConfig.parse(p.read_text())
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise MlopsInputError(
+            f"Deployment config {p} cannot be read as UTF-8 text ({type(e).__name__}): give a JSON file."
+        ) from None
+    try:
+        return DeploymentConfig.parse(text)
+    except MlopsInputError as e:
+        # Name the file: a gateway reads two (--config and --state-file).
+        raise MlopsInputError(f"Deployment config {p}: {e}") from None

@@ -76,11 +76,22 @@ class LiveMetrics(Collector):
             LABELS,
             registry=r,
         )
+        # log="predictions" | "feedback": rows lost (buffer bound while writes fail, or at shutdown),
+        # failed writes (retried) and rows waiting in memory.
         self.log_dropped = Counter(
-            "mlops_gateway_prediction_log_dropped_rows",
-            "Prediction-log rows dropped because the log buffer was full.",
-            ("model",),
+            "mlops_gateway_log_dropped_rows",
+            "Rows of the prediction or feedback log dropped (the oldest, while writes failed).",
+            ("log",),
             registry=r,
+        )
+        self.log_write_errors = Counter(
+            "mlops_gateway_log_write_errors",
+            "Failed writes of the prediction or feedback log (the rows are kept and retried).",
+            ("log",),
+            registry=r,
+        )
+        self.log_held = Gauge(
+            "mlops_gateway_log_held_rows", "Log rows in memory, not yet written.", ("log",), registry=r
         )
         self._lock = threading.Lock()
         self._windows: dict[tuple[str, str], _Window] = {}

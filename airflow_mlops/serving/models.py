@@ -3,6 +3,8 @@ and predicted with the native scikit-learn estimator (not MLflow's generic pyfun
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import tempfile
 import warnings
@@ -13,6 +15,7 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.core.errors import MlopsInputError, MlopsServiceError
+from airflow_mlops.core.redact import redact
 
 if TYPE_CHECKING:
     import numpy as np
@@ -258,6 +261,12 @@ class LoadedModel:
         :raises MlopsInputError: a label is not one of the model's classes.
         """
         if self.classes is None:
+            for lab in labels:
+                if type(lab) not in (int, float) or not math.isfinite(lab):
+                    raise MlopsInputError(
+                        f"Label {lab!r} ({type(lab).__name__}) is not a number, but model {self.name} "
+                        f"v{self.version} is a regressor: send the true values as numbers."
+                    )
             return list(labels)
         known = self.classes.tolist()
         by_text = {str(c): c for c in known}
@@ -361,14 +370,47 @@ def columns_from_signature(signature: Any) -> tuple[Column, ...]:
     return tuple(out)
 
 
+def _is_missing(e: Exception) -> bool:
+    """Whether an MlflowException says the thing asked for does not exist (rather than a failure)."""
+    code = str(getattr(e, "error_code", ""))
+    return "RESOURCE_DOES_NOT_EXIST" in code or "INVALID_PARAMETER" in code or "NOT_FOUND" in code
+
+
 class ModelLoader:
     """Loads model versions of the MLflow registry and resolves aliases to version numbers.
 
     :param target: the MLflow tracking/registry store and its credentials.
+    :param process_env: the credentials are this process's own ``MLFLOW_TRACKING_*`` variables (the
+        gateway process): every call names its store explicitly and nothing touches ``os.environ``,
+        which is shared by the requests served concurrently. False: credentials apply within
+        :meth:`MlflowTarget.activate` around each call.
+    :param probe_timeout: seconds the reachability check of an MLflow server waits.
     """
 
-    def __init__(self, target: MlflowTarget) -> None:
+    def __init__(self, target: MlflowTarget, process_env: bool = False, probe_timeout: float = 3.0) -> None:
         self.target = target
+        self.process_env = process_env
+        self.probe_timeout = probe_timeout
+
+    def _scope(self) -> Any:
+        return contextlib.nullcontext() if self.process_env else self.target.activate()
+
+    def check(self) -> None:
+        """Fail within seconds, naming the server and the fix, when the MLflow server does not answer
+        (MLflow's own client retries for minutes).
+
+        :raises MlopsServiceError: the tracking or registry server is unreachable.
+        """
+        from airflow_mlops.core.tracking import check_reachable
+
+        uris = dict.fromkeys(u for u in (self.target.tracking_uri, self.target.registry_uri) if u)
+        for uri in uris:
+            try:
+                check_reachable(uri, timeout=self.probe_timeout)
+            except MlopsServiceError as e:
+                raise MlopsServiceError(
+                    f"{redact(e)} (The gateway loads models from its --tracking-uri / MLFLOW_TRACKING_URI.)"
+                ) from None
 
     def resolve(self, name: str, version_or_alias: str) -> str:
         """The version number behind ``version_or_alias`` (``"3"``, ``"champion"`` or ``"@champion"``).
@@ -378,22 +420,25 @@ class ModelLoader:
         from mlflow.exceptions import MlflowException
 
         ref = str(version_or_alias).removeprefix("@")
-        with self.target.activate():
+        with self._scope():
             client = self.target.client()
             try:
                 if ref.isdigit():
                     return str(client.get_model_version(name, ref).version)
                 return str(client.get_model_version_by_alias(name, ref).version)
             except MlflowException as e:
-                if "RESOURCE_DOES_NOT_EXIST" in str(e.error_code) or "INVALID_PARAMETER" in str(e.error_code):
+                if _is_missing(e):
                     what = f"version {ref}" if ref.isdigit() else f"alias @{ref}"
                     raise MlopsInputError(
-                        f"Model {name!r} has no {what} in the registry at {self.target.tracking_uri}: "
+                        f"Model {name!r} has no {what} in the registry at {redact(self.target.tracking_uri)}: "
                         "register it first or fix the route."
                     ) from e
                 raise MlopsServiceError(
-                    f"The MLflow registry at {self.target.tracking_uri} failed: {e}"
-                ) from e
+                    redact(
+                        f"The MLflow registry at {self.target.registry_uri or self.target.tracking_uri} "
+                        f"failed ({e}): check that the server answers and the gateway's credentials."
+                    )
+                ) from None
 
     def load(self, name: str, version: str) -> LoadedModel:
         """Download and load ``models:/name/version`` with its native scikit-learn flavor.
@@ -406,13 +451,29 @@ class ModelLoader:
         from mlflow.models import Model
 
         uri = f"models:/{name}/{version}"
-        with self.target.activate(), tempfile.TemporaryDirectory(prefix="mlops-gateway-") as tmp:
+        t = self.target
+        with self._scope(), tempfile.TemporaryDirectory(prefix="mlops-gateway-") as tmp:
             try:
-                local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
+                local = mlflow.artifacts.download_artifacts(
+                    artifact_uri=uri,
+                    dst_path=tmp,
+                    tracking_uri=t.tracking_uri,
+                    registry_uri=t.registry_uri or t.tracking_uri,
+                )
             except MlflowException as e:
-                raise MlopsInputError(f"Cannot download {uri}: {e}. Check the version exists.") from e
+                if _is_missing(e):
+                    raise MlopsInputError(
+                        redact(f"Cannot download {uri}: {e}. Check the version exists.")
+                    ) from None
+                raise MlopsServiceError(
+                    redact(
+                        f"Cannot download {uri} from MLflow at {t.tracking_uri}: {e}: check the server answers."
+                    )
+                ) from None
             except OSError as e:
-                raise MlopsServiceError(f"Cannot download {uri}: {e}") from e
+                raise MlopsServiceError(
+                    redact(f"Cannot download {uri}: {e}: check MLflow's artifact store answers.")
+                ) from None
             meta = Model.load(os.path.join(local, "MLmodel"))
             if "sklearn" not in meta.flavors:
                 raise MlopsInputError(

@@ -8,7 +8,7 @@ from sklearn.datasets import load_breast_cancer
 from airflow_mlops.core.prediction_log import read_labelled
 from airflow_mlops.serving.client import GatewayClient
 from tests.models import register_versions
-from tests.servers import start_gateway, stop
+from tests.servers import FEEDBACK_TOKEN, start_gateway, stop
 
 
 def test_labelled_requests_join_their_features(mlflow_server, model_name, tmp_path):
@@ -23,7 +23,7 @@ def test_labelled_requests_join_their_features(mlflow_server, model_name, tmp_pa
     proc, url = start_gateway(tmp_path / "gw", mlflow_server, config=config)
     X, y = frame.drop(columns="target"), frame["target"]
     try:
-        with GatewayClient(url) as client:
+        with GatewayClient(url, feedback_token=FEEDBACK_TOKEN) as client:
             one = client.predict(X.iloc[0].to_dict())
             batch = client.predict(X.iloc[1:4].to_dict(orient="records"))
             unlabelled = client.predict(X.iloc[4].to_dict())

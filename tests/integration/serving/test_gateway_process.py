@@ -12,14 +12,14 @@ from airflow_mlops.core import prediction_log as contract
 from airflow_mlops.core.tracking import MlflowTarget
 from airflow_mlops.serving.client import GatewayClient, GatewayError, GatewayInputError, parse_metrics
 from tests.integration.serving.conftest import ADMIN_TOKEN
-from tests.servers import start_gateway, stop
+from tests.servers import FEEDBACK_TOKEN, start_gateway, stop
 
 
 @pytest.fixture
 def gateway(tmp_path, mlflow_server, bc_versions):
     config = {"model_name": bc_versions["name"], "strategy": "single", "routes": [{"version": "@champion"}]}
     proc, url = start_gateway(tmp_path, mlflow_server, config, admin_token=ADMIN_TOKEN)
-    client = GatewayClient(url, admin_token=ADMIN_TOKEN)
+    client = GatewayClient(url, admin_token=ADMIN_TOKEN, feedback_token=FEEDBACK_TOKEN)
     yield {"proc": proc, "url": url, "client": client, "root": tmp_path}
     client.close()
     stop(proc)

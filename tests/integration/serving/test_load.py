@@ -12,7 +12,7 @@ import pytest
 
 from airflow_mlops.serving.client import GatewayClient, parse_metrics
 from tests.integration.serving.conftest import ADMIN_TOKEN
-from tests.servers import start_gateway, stop
+from tests.servers import FEEDBACK_TOKEN, start_gateway, stop
 
 CLIENTS = 8
 SECONDS = float(os.environ.get("MLOPS_LOAD_SECONDS", "30"))
@@ -37,7 +37,7 @@ def test_hot_swap_under_load_loses_nothing(tmp_path, mlflow_server, bc_versions)
     def worker(seed: int) -> None:
         rng = random.Random(seed)
         mine = {"predictions": 0, "rows": 0, "feedback": 0, "served": {}}
-        with GatewayClient(url, timeout=15) as c:
+        with GatewayClient(url, timeout=15, feedback_token=FEEDBACK_TOKEN) as c:
             while time.monotonic() < deadline:
                 n = 1 if rng.random() < 0.8 else rng.randint(2, 20)
                 idx = [rng.randrange(len(records)) for _ in range(n)]

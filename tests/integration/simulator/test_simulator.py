@@ -9,7 +9,7 @@ from airflow_mlops.core.errors import MlopsInputError
 from airflow_mlops.serving.client import GatewayClient, parse_metrics
 from airflow_mlops.simulator import Shift, apply_shifts, simulate
 from tests.models import register_versions
-from tests.servers import start_gateway, stop
+from tests.servers import FEEDBACK_TOKEN, start_gateway, stop
 
 
 @pytest.fixture
@@ -25,11 +25,12 @@ def served_model(mlflow_server, model_name, tmp_path):
 
 def test_feedback_arrives_and_a_shift_hurts_live_accuracy(served_model):
     url, frame, name = served_model
-    clean = simulate(url, frame, "target", requests=120, feedback_delay=0.2, concurrency=3, seed=1)
+    clean = simulate(url, frame, "target", requests=120, feedback_delay=0.2, concurrency=3, seed=1,
+                     feedback_token=FEEDBACK_TOKEN)
     assert clean.failed == 0 and clean.feedback_sent == 120 and clean.feedback_failed == 0
     (version,) = clean.served
     assert clean.accuracy()[version] > 0.9
-    shifted = simulate(url, frame, "target", requests=120, feedback_delay=0.2, concurrency=3, seed=2,
+    shifted = simulate(url, frame, "target", requests=120, feedback_delay=0.2, concurrency=3, seed=2, feedback_token=FEEDBACK_TOKEN,
                        shifts=[Shift.parse("mean radius*1.8"), Shift.parse("worst area*2.5"), Shift.parse("worst radius*1.8")])  # fmt: skip
     assert shifted.failed == 0 and shifted.feedback_sent == 120
     assert shifted.accuracy()[version] < clean.accuracy()[version] - 0.1
@@ -53,3 +54,16 @@ def test_shift_parsing_and_errors():
         Shift.parse("mean radius ** 2")
     with pytest.raises(MlopsInputError, match="not in the data"):
         apply_shifts(frame, [Shift.parse("nope*2")])
+
+
+def test_feedback_with_a_wrong_token_is_refused_and_never_counted(served_model):
+    """The gateway takes labels only from holders of its feedback token: a simulator without it sees each
+    label refused (401, the message names the variable to set) and the gateway counts none."""
+    url, frame, name = served_model
+    stats = simulate(url, frame, "target", requests=6, feedback_delay=0.0, concurrency=1, seed=3,
+                     feedback_token="not-the-token")  # fmt: skip
+    assert stats.failed == 0 and stats.feedback_sent == 0 and stats.feedback_failed == 6
+    assert "401" in stats.errors[0] and "MLOPS_GATEWAY_FEEDBACK_TOKEN" in stats.errors[0]
+    with GatewayClient(url) as client:
+        metrics = parse_metrics(client.metrics_text())
+    assert not [k for k in metrics if k[0] == "mlops_gateway_feedback_total"]

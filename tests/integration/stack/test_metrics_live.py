@@ -36,7 +36,7 @@ from tests.integration.stack.stack_files import (
     metric_names,
     selector_labels,
 )
-from tests.servers import free_port, start_gateway, start_process, start_pushgateway, stop
+from tests.servers import FEEDBACK_TOKEN, free_port, start_gateway, start_process, start_pushgateway, stop
 
 ADMIN_TOKEN = "stack-test-admin-token"
 ROWS = 60  # > the alerts' 50-sample minimum
@@ -53,7 +53,8 @@ pytestmark = pytest.mark.skipif(
 
 def _http(url: str, body: Any = None, method: str | None = None) -> Any:
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {FEEDBACK_TOKEN}"}  # /feedback's
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     with urllib.request.urlopen(req, timeout=30) as r:
         raw = r.read()
     return json.loads(raw) if raw[:1] in (b"{", b"[") else raw.decode()

@@ -26,6 +26,7 @@ pytestmark = [
 ]
 TOKEN = "unit-admin-token-7f3a"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+FEEDBACK_TOKEN = "unit-feedback-token-2c8e"
 
 
 @pytest.fixture
@@ -47,14 +48,15 @@ def make_client(bc_models, tmp_path):
     clients = []
 
     def make(config: dict | None = None, **settings) -> TestClient:
-        opts = {"admin_token": TOKEN, "log_dir": str(tmp_path / "log"), **settings}
+        opts = {"admin_token": TOKEN, "feedback_token": FEEDBACK_TOKEN, "log_dir": str(tmp_path / "log"), **settings}
         app = create_app(
             GatewaySettings(**opts),
             config=DeploymentConfig.parse(config) if config else None,
             load_model=load_model,
             resolve=resolve,
         )
-        client = TestClient(app)
+        # Feedback senders hold the feedback token (admin calls pass their own header).
+        client = TestClient(app, headers={"Authorization": f"Bearer {FEEDBACK_TOKEN}"})
         client.__enter__()
         clients.append(client)
         client.loads = loads  # type: ignore[attr-defined]

@@ -63,14 +63,16 @@ def test_mixed_feature_sets_and_text_columns_share_a_file(tmp_path):
     assert d[contract.PREDICTION] == ["x", "y", "z"]
 
 
-def test_rows_beyond_the_buffer_bound_are_dropped_and_reported(tmp_path):
+def test_rows_beyond_the_buffer_bound_drop_the_oldest_and_are_counted(tmp_path):
     dropped = []
-    w = PredictionLogWriter(
-        tmp_path, flush_seconds=3600, max_pending_rows=5, on_drop=lambda m, n: dropped.append(n)
-    )
+    w = PredictionLogWriter(tmp_path, flush_seconds=3600, max_pending_rows=5, on_drop=dropped.append)
     w.add("bc", "1", "r1", _numeric(4), np.zeros(4))
-    w.add("bc", "1", "r2", _numeric(2), np.zeros(2))
+    w.add("bc", "1", "r2", _numeric(2), np.zeros(2))  # no room: the oldest request (r1) goes
+    w.add("bc", "1", "r3", _numeric(9), np.zeros(9))  # bigger than the bound itself: dropped
+    assert w.held_rows == 2
     w.close()
-    w.add("bc", "1", "r3", _numeric(1), np.zeros(1))  # after close: nothing is written any more
-    assert dropped == [2, 1]
-    assert w.rows_written == 4
+    w.add("bc", "1", "r4", _numeric(1), np.zeros(1))  # after close: nothing is written any more
+    assert dropped == [4, 9, 1] and w.rows_dropped == 14
+    assert w.rows_written == 2
+    (f,) = tmp_path.rglob("*.parquet")
+    assert set(pq.read_table(f).to_pydict()[contract.REQUEST_ID]) == {"r2"}
