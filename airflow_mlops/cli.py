@@ -70,17 +70,75 @@ def add_gate_command(sub: Subparsers) -> None:
     p.set_defaults(func=run_gate_command)
 
 
+# MLflow's client retries a dead server for minutes by default; this process is the CLI's own, so it
+# bounds them (a value the user exported wins).
+_MLFLOW_HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+
+
+def _bound_mlflow_http() -> None:
+    for key, value in _MLFLOW_HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def _check_writable(path: str) -> None:
+    """Fail before anything is evaluated or recorded when ``path`` cannot be written.
+
+    Checked by opening it for appending (``os.access`` says yes to root even on a read-only disk); a file
+    that did not exist is removed again.
+    """
+    target = os.path.abspath(path)
+    if os.path.isdir(target):
+        raise MlopsInputError(f"--json {path!r} is a folder: give a file path such as verdict.json.")
+    existed = os.path.exists(target)
+    try:
+        with open(target, "a"):
+            pass
+    except OSError as e:
+        raise MlopsInputError(
+            f"--json {path!r} cannot be written ({e.strerror or e}): give a path in a writable folder that "
+            "exists. Nothing was evaluated or tagged."
+        ) from None
+    if not existed:
+        os.unlink(target)
+
+
+def _write_json_atomically(path: str, data: dict[str, Any]) -> str:
+    """Write ``data`` to a temporary file next to ``path``; return its name (moved into place later)."""
+    import tempfile
+
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".verdict-", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return tmp
+
+
 def run_gate_command(args: argparse.Namespace) -> int:
-    """Run ``gate``: evaluate (waiting up to ``--wait`` for live evidence), print, record, exit code."""
+    """Run ``gate``: evaluate (waiting up to ``--wait`` for live evidence), print, record, exit code.
+
+    Every output is checked before anything is recorded: a ``--json`` path that cannot be written is an
+    error (exit 2) before the gate is evaluated, and the JSON is written before the tag.
+    """
     from airflow_mlops.core.gate import load_spec, record_verdict, run_gate
     from airflow_mlops.core.promql import PromClient
     from airflow_mlops.core.tracking import MlflowTarget
 
     if not args.tracking_uri:
         raise MlopsInputError("No MLflow tracking URI: pass --tracking-uri or set MLFLOW_TRACKING_URI.")
-    if args.wait < 0 or args.poll_interval <= 0:
+    if not (args.wait >= 0 and args.poll_interval > 0):  # also false for NaN
         raise MlopsInputError("--wait must be >= 0 and --poll-interval > 0 (seconds).")
     spec = load_spec(args.spec)
+    if args.json_out:
+        _check_writable(args.json_out)
+    _bound_mlflow_http()
     target = MlflowTarget(
         tracking_uri=args.tracking_uri,
         registry_uri=args.registry_uri,
@@ -89,7 +147,11 @@ def run_gate_command(args: argparse.Namespace) -> int:
         token=os.environ.get("MLFLOW_TRACKING_TOKEN"),
     )
     prometheus = None
-    if spec.source.kind == "prometheus" and not spec.source.url and args.prometheus_url:
+    if spec.source.kind == "prometheus" and not spec.source.url:
+        if not args.prometheus_url:
+            raise MlopsInputError(
+                "The gate's prometheus source has no 'url': pass --prometheus-url or set PROMETHEUS_URL."
+            )
         prometheus = PromClient(
             args.prometheus_url,
             username=os.environ.get("PROMETHEUS_USERNAME"),
@@ -105,17 +167,24 @@ def run_gate_command(args: argparse.Namespace) -> int:
         print(f"{verdict.summary()} - evaluating again in {args.poll_interval:g}s", file=sys.stderr)
         time.sleep(args.poll_interval)
     print(verdict.table())
-    if verdict.decided and not args.dry_run:
-        record_verdict(target, verdict, args.promote_alias or spec.promote_alias)
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump(verdict.to_dict(), f, indent=2, sort_keys=True)
+    tmp = _write_json_atomically(args.json_out, verdict.to_dict()) if args.json_out else None
+    try:
+        if verdict.decided and not args.dry_run:
+            record_verdict(target, verdict, args.promote_alias or spec.promote_alias)
+    except BaseException:
+        if tmp:
+            os.unlink(tmp)
+        raise
+    if tmp:
+        os.replace(tmp, args.json_out)
     print(verdict.summary())
     return EXIT_PASS if verdict.passed else EXIT_FAIL
 
 
 # Other subcommands (e.g. ``demo``) add their registration function here.
-SUBCOMMANDS: list[Callable[[Subparsers], None]] = [add_gate_command]
+from airflow_mlops.cli_drift import add_drift_command  # noqa: E402 - after the exit codes it uses
+
+SUBCOMMANDS: list[Callable[[Subparsers], None]] = [add_gate_command, add_drift_command]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,8 +207,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except (MlopsInputError, MlopsServiceError) as e:
         # A clear one-line message, no traceback: the message names the problem and the fix.
-        print(f"error: {e}", file=sys.stderr)
+        _error(str(e))
         return EXIT_ERROR
+    except KeyboardInterrupt:
+        _error("interrupted: nothing more was recorded.")
+        return EXIT_ERROR
+    except Exception as e:  # noqa: BLE001 - exit 2 means "error", never a traceback read as "failed"
+        _error(f"{type(e).__name__}: {e}. This is unexpected: please report it with the command line.")
+        return EXIT_ERROR
+
+
+def _error(message: str) -> None:
+    from airflow_mlops.core.redact import redact
+
+    print(f"error: {redact(' '.join(message.split()))}", file=sys.stderr)
 
 
 if __name__ == "__main__":

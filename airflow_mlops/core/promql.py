@@ -6,6 +6,7 @@ Only the standard library is used, so the core stays light and callable from any
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import math
 import ssl
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_mlops.core.errors import MlopsInputError, MlopsServiceError
+from airflow_mlops.core.redact import redact
 
 
 class PromQLEmptyResult(MlopsInputError):
@@ -50,10 +52,24 @@ class PromClient:
     verify: bool = True
 
     def __post_init__(self) -> None:
-        if not self.base_url or not self.base_url.startswith(("http://", "https://")):
+        if not isinstance(self.base_url, str) or not self.base_url.startswith(("http://", "https://")):
             raise MlopsInputError(
-                f"Prometheus URL {self.base_url!r} is not an http(s) URL: give e.g. http://prometheus:9090."
+                f"Prometheus URL {redact(self.base_url)!r} is not an http(s) URL: give e.g. "
+                "http://prometheus:9090."
             )
+        if (
+            isinstance(self.timeout, bool)
+            or not isinstance(self.timeout, int | float)
+            or not (0 < self.timeout <= 600)
+        ):
+            raise MlopsInputError(
+                f"Prometheus timeout {self.timeout!r} must be a number of seconds in (0, 600]: e.g. 10."
+            )
+
+    @property
+    def where(self) -> str:
+        """The base URL without credentials, for messages."""
+        return redact(self.base_url)
 
     def _headers(self) -> dict[str, str]:
         headers = {"Accept": "application/json"}
@@ -82,22 +98,29 @@ class PromClient:
                 ) from None
             if e.code in (401, 403):
                 raise MlopsServiceError(
-                    f"Prometheus at {self.base_url} refused the credentials (HTTP {e.code}): check the "
-                    "connection's login/password or token."
+                    f"Prometheus at {self.where} refused the credentials (HTTP {e.code}): check the "
+                    "connection's login/password or token (PROMETHEUS_USERNAME/PASSWORD or PROMETHEUS_TOKEN)."
+                ) from None
+            if e.code == 404:
+                raise MlopsServiceError(
+                    f"{self.where} has no Prometheus query API (HTTP 404 for {path}): give the Prometheus "
+                    "base URL (e.g. http://prometheus:9090, with its path prefix if it has one)."
                 ) from None
             raise MlopsServiceError(
-                f"Prometheus at {self.base_url} answered HTTP {e.code}: {body[:300]!r}."
+                f"Prometheus at {self.where} answered HTTP {e.code} ({redact(body[:200])!r}): check the "
+                "server's health, then retry."
             ) from None
-        except (urllib.error.URLError, OSError) as e:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
             reason = getattr(e, "reason", e)
             raise MlopsServiceError(
-                f"Prometheus at {self.base_url} cannot be reached ({reason}): check the URL and that the "
-                "server is running."
+                f"Prometheus at {self.where} cannot be reached ({redact(reason)}, within {self.timeout:g}s): "
+                "start the server, or fix its URL (the source's 'url', --prometheus-url or the connection's host)."
             ) from None
         payload = _json_or_none(body)
-        if payload is None or payload.get("status") != "success":
+        if payload is None or payload.get("status") != "success" or not isinstance(payload.get("data"), dict):
             raise MlopsServiceError(
-                f"Prometheus at {self.base_url} gave an unexpected answer: {body[:300]!r}."
+                f"{self.where} did not answer like a Prometheus server ({redact(body[:200])!r}): check that the "
+                "URL is the Prometheus base URL."
             )
         return payload["data"]
 
@@ -112,10 +135,16 @@ class PromClient:
             raise MlopsInputError("The PromQL query is empty: give an expression.")
         data = self._get("/api/v1/query", {"query": promql})
         kind, result = data.get("resultType"), data.get("result")
-        if kind == "scalar":
-            return [Sample({}, _number(result[1]))]
-        if kind == "vector":
-            return [Sample(dict(s.get("metric", {})), _number(s["value"][1])) for s in result]
+        try:
+            if kind == "scalar":
+                return [Sample({}, _number(result[1]))]
+            if kind == "vector":
+                return [Sample(dict(s.get("metric", {})), _number(s["value"][1])) for s in result]
+        except (TypeError, KeyError, IndexError, AttributeError):
+            raise MlopsServiceError(
+                f"{self.where} answered the query {promql!r} with a malformed {kind}: check that the URL is a "
+                "Prometheus server."
+            ) from None
         raise MlopsInputError(
             f"The query {promql!r} returns a {kind}, not an instant vector or scalar: drop the range "
             "selector ([5m]) or wrap it in a function such as rate()."

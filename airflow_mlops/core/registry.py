@@ -90,3 +90,37 @@ def tag_version(client: MlflowClient, name: str, version: str | int, tags: dict[
     for key, value in tags.items():
         text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
         client.set_model_version_tag(name, str(version), key, text)
+
+
+# The registered-model tag holding the promotion ledger (airflow_mlops.deploy.ledger.HISTORY_TAG).
+PROMOTION_HISTORY_TAG = "mlops.promotion_history"
+
+
+def signs_of_history(client: MlflowClient, name: str, version: str | int) -> list[str]:
+    """Why ``name`` is not a new model as seen from ``version``: other live versions, version numbers
+    below it (MLflow numbers versions from 1, so they existed once), or a promotion ledger.
+
+    Empty when ``version`` is the only version the model ever had, as far as the registry shows.
+
+    :param client: an MLflow client.
+    :param name: registered model name.
+    :param version: the candidate version.
+    """
+    model = client.get_registered_model(name)
+    signs: list[str] = []
+    others = sorted(
+        {str(mv.version) for mv in (model.latest_versions or []) if str(mv.version) != str(version)},
+        key=lambda v: int(v) if v.isdigit() else 0,
+    )
+    if others:
+        signs.append(f"it has other versions ({', '.join('v' + v for v in others)})")
+    if (
+        str(version).isdigit()
+        and int(version) > 1
+        and not any(int(v) < int(version) for v in others if v.isdigit())
+    ):
+        earlier = "version 1" if int(version) == 2 else f"versions 1 to {int(version) - 1}"
+        signs.append(f"{earlier} existed before v{version}")
+    if (model.tags or {}).get(PROMOTION_HISTORY_TAG):
+        signs.append(f"it has a promotion history (tag {PROMOTION_HISTORY_TAG})")
+    return signs

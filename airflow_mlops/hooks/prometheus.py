@@ -7,6 +7,7 @@ from typing import Any
 
 from airflow.sdk import BaseHook
 
+from airflow_mlops.core.errors import MlopsInputError
 from airflow_mlops.core.promql import PromClient, Sample
 
 
@@ -51,7 +52,7 @@ class PrometheusHook(BaseHook):
         extra = conn.extra_dejson
         host = (conn.host or "").strip()
         if not host:
-            raise ValueError(
+            raise MlopsInputError(
                 f"Connection {self.prometheus_conn_id!r} has no host: set it to the Prometheus base URL."
             )
         if "://" not in host:
@@ -61,12 +62,19 @@ class PrometheusHook(BaseHook):
             netloc, _, path = rest.partition("/")
             host = f"{scheme}://{netloc}:{conn.port}" + (f"/{path}" if path else "")
         login, password = conn.login or None, conn.password or None
+        try:
+            timeout = float(extra.get("timeout", 10))
+        except (TypeError, ValueError):
+            raise MlopsInputError(
+                f"Connection {self.prometheus_conn_id!r}: extra timeout = {extra.get('timeout')!r} is not a "
+                'number of seconds: set e.g. {"timeout": 10}.'
+            ) from None
         return PromClient(
             base_url=host,
             username=login,
             password=password if login else None,
             token=password if not login else None,
-            timeout=float(extra.get("timeout", 10)),
+            timeout=timeout,
             verify=str(extra.get("verify", True)).lower() not in ("false", "0", "no"),
         )
 

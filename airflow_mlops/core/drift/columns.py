@@ -17,6 +17,21 @@ CATEGORICAL = "categorical"
 INTEGER_CARDINALITY_LIMIT = 10
 
 
+class _Other:
+    """The bucket of a profile's dropped (rarest) categories: a key no real category can equal."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<other>"
+
+    def __reduce__(self) -> str:
+        return "OTHER"  # unpickles to the module's single instance
+
+
+OTHER = _Other()
+
+
 def column_kind(s: pd.Series) -> str:
     """``numeric`` or ``categorical``, as Evidently 0.7's ``infer_column_type`` decides (text and
     anything else non-numeric is handled as categorical here)."""

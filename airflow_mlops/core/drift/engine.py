@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -251,6 +251,9 @@ def _n_values(ref: ReferenceColumn, cur: CurrentColumn) -> int:
 
 
 def _test_column(ref: ReferenceColumn, cur: CurrentColumn, config: DriftConfig) -> ColumnResult:
+    if ref.dropped and isinstance(cur.dist, st.CategoricalDist):
+        # The profile's rarest categories are one "other" bucket: current values of them go there too.
+        cur = replace(cur, dist=ref.pool_current(cur.dist))
     rd, cd = ref.dist, cur.dist
     n_ref, n_cur = rd.n, cd.n
     if n_cur == 0:
@@ -273,6 +276,11 @@ def _test_column(ref: ReferenceColumn, cur: CurrentColumn, config: DriftConfig) 
         unseen = [k for k in cd.counts if k not in rd.counts]
         if unseen:
             note = f"{len(unseen)} categories never seen in the reference (e.g. {unseen[:3]!r})"
+        if ref.dropped:
+            pooled = "the reference's rarest categories" + (
+                "" if ref.dropped_filter else " and any category outside the kept ones"
+            )
+            note = "; ".join(x for x in (note, f"{pooled} are compared as one 'other' bucket") if x)
     return ColumnResult(
         ref.name, ref.kind, test, score, threshold, st.is_drifted(test, score, threshold),
         n_ref, n_cur, cur.missing, note=note, hist=_hist(ref, cur),

@@ -9,8 +9,11 @@ counts), so the exact tests Evidently uses on small references give exactly the 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import math
+import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +22,7 @@ import numpy as np
 from airflow_mlops.core.drift.columns import (
     CATEGORICAL,
     NUMERIC,
+    OTHER,
     categorical_dist,
     column_kind,
     finite_values,
@@ -47,6 +51,10 @@ class ReferenceColumn:
     :param hist_counts: reference histogram counts on ``hist_edges``.
     :param missing: missing values in the reference.
     :param dtype: the pandas dtype name it had.
+    :param dropped: categorical: reference values of the categories the profile did not keep (their mass
+        is the :data:`~airflow_mlops.core.drift.columns.OTHER` bucket of ``dist``).
+    :param dropped_filter: which categories were dropped (None: not known, so every category outside the
+        kept ones is pooled into the bucket).
     """
 
     name: str
@@ -57,6 +65,93 @@ class ReferenceColumn:
     hist_counts: np.ndarray | None = None
     missing: int = 0
     dtype: str = ""
+    dropped: int = 0
+    dropped_filter: CategoryFilter | None = None
+
+    def pool_current(self, dist: CategoricalDist) -> CategoricalDist:
+        """Current counts with the categories the profile dropped moved into its ``other`` bucket, so that
+        the reference's rare categories are compared as one bucket, never counted as new."""
+        if not self.dropped:
+            return dist
+        assert isinstance(self.dist, CategoricalDist)
+        kept = self.dist.counts
+        outside = [k for k in dist.counts if k not in kept]
+        if not outside:
+            return dist
+        pooled = (
+            set(outside)
+            if self.dropped_filter is None
+            else {k for k, hit in zip(outside, self.dropped_filter.contains(outside), strict=True) if hit}
+        )
+        counts: dict[Any, int] = {}
+        other = 0
+        for k, v in dist.counts.items():
+            if k in pooled:
+                other += v
+            else:
+                counts[k] = v
+        if other:
+            counts[OTHER] = counts.get(OTHER, 0) + other
+        return CategoricalDist(counts)
+
+
+class CategoryFilter:
+    """A Bloom filter of category values: "was this category in the reference's dropped tail?".
+
+    False positives (a new category taken for a dropped one) happen at about ``fp_rate``; there are no
+    false negatives. Stored in the profile as base64 of the zlib-compressed bit array.
+
+    :param bits: the bit array (``np.uint8``, packed).
+    :param n_bits: its length in bits.
+    :param n_hashes: hash positions per value.
+    """
+
+    MAX_BITS = 8 * 1024 * 1024  # 1 MiB per column at most: the false-positive rate grows beyond that
+
+    def __init__(self, bits: np.ndarray, n_bits: int, n_hashes: int) -> None:
+        self.bits, self.n_bits, self.n_hashes = bits, n_bits, n_hashes
+
+    @classmethod
+    def build(cls, values: list[Any], fp_rate: float = 0.001) -> CategoryFilter:
+        """A filter holding ``values``."""
+        n = max(len(values), 1)
+        n_bits = int(min(cls.MAX_BITS, max(64, math.ceil(-n * math.log(fp_rate) / math.log(2) ** 2))))
+        n_hashes = int(min(16, max(1, round(n_bits / n * math.log(2)))))
+        flags = np.zeros(n_bits, dtype=bool)
+        flags[cls._positions(values, n_bits, n_hashes).ravel()] = True
+        return cls(np.packbits(flags), n_bits, n_hashes)
+
+    @staticmethod
+    def _positions(values: list[Any], n_bits: int, n_hashes: int) -> np.ndarray:
+        digests = b"".join(hashlib.blake2b(_canonical(v), digest_size=16).digest() for v in values)
+        h = np.frombuffer(digests, dtype="<u8").reshape(-1, 2)
+        steps = np.arange(n_hashes, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            return (h[:, :1] + steps[None, :] * (h[:, 1:] | np.uint64(1))) % np.uint64(n_bits)
+
+    def contains(self, values: list[Any]) -> list[bool]:
+        """Whether each value was (probably) added."""
+        if not values:
+            return []
+        pos = self._positions(values, self.n_bits, self.n_hashes)
+        hit = (self.bits[pos >> np.uint64(3)] >> (np.uint64(7) - (pos & np.uint64(7))).astype(np.uint8)) & 1
+        return hit.all(axis=1).tolist()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form."""
+        data = base64.b64encode(zlib.compress(self.bits.tobytes(), 6)).decode("ascii")
+        return {"bits": self.n_bits, "hashes": self.n_hashes, "data": data}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> CategoryFilter:
+        """Read the JSON form (validated by :func:`validate_profile`)."""
+        bits = np.frombuffer(zlib.decompress(base64.b64decode(raw["data"], validate=True)), dtype=np.uint8)
+        return cls(bits, int(raw["bits"]), int(raw["hashes"]))
+
+
+def _canonical(value: Any) -> bytes:
+    """The same bytes for a category in the reference and in current data (1 and 1.0 meet, as in a dict)."""
+    return json.dumps(to_native(value), sort_keys=True, default=str).encode("utf-8")
 
 
 def quantile_edges(dist: NumericDist, n_bins: int) -> np.ndarray:
@@ -134,8 +229,9 @@ def build_profile(
         value counts.
     :param n_bins: reference-quantile bins for PSI and Jensen-Shannon on numeric columns.
     :param hist_bins: histogram bins kept for reports.
-    :param max_categories: categories kept per categorical column (the rarest beyond are dropped,
-        and counted in ``dropped``).
+    :param max_categories: categories kept per categorical column; the rarest beyond are pooled into
+        one ``other`` bucket (their total in ``dropped``, which categories they were in a Bloom filter), so
+        current values of those categories are compared as that bucket, never as new ones.
     """
     refs, notes = reference_columns_from_frame(frame, columns, n_bins=n_bins, hist_bins=hist_bins)
     out_cols: dict[str, Any] = {}
@@ -168,6 +264,7 @@ def build_profile(
             assert isinstance(d, CategoricalDist)
             items = sorted(d.counts.items(), key=lambda kv: -kv[1])
             kept = items[:max_categories]
+            tail = items[max_categories:]
             out_cols[name] = {
                 "kind": CATEGORICAL,
                 "dtype": rc.dtype,
@@ -175,8 +272,11 @@ def build_profile(
                 "missing": rc.missing,
                 "n_unique": len(items),
                 "categories": [[to_native(k), v] for k, v in kept],
-                "dropped": int(sum(v for _, v in items[max_categories:])),
+                "dropped": int(sum(v for _, v in tail)),
             }
+            if tail:
+                out_cols[name]["dropped_categories"] = len(tail)
+                out_cols[name]["dropped_filter"] = CategoryFilter.build([k for k, _ in tail]).to_dict()
     return {
         "format": PROFILE_FORMAT,
         "version": PROFILE_VERSION,
@@ -187,23 +287,128 @@ def build_profile(
     }
 
 
+_REBUILD = "re-train the model to log a new profile (or rebuild it with build_profile)"
+
+
+def _bad(where: str, what: str) -> MlopsInputError:
+    return MlopsInputError(f"Drift profile {where} {what}: the profile is damaged or was not written by this "
+                           f"package; {_REBUILD}.")  # fmt: skip
+
+
+def _need(col: dict[str, Any], key: str, where: str) -> Any:
+    if key not in col:
+        raise _bad(where, f"lacks the key {key!r}")
+    return col[key]
+
+
+def _count_value(value: Any, where: str, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _bad(where, f"has {key} = {str(value)[:40]!r}, not a count (a whole number >= 0)")
+    return value
+
+
+def _numbers(value: Any, where: str, key: str, *, sorted_: bool = False, min_len: int = 0) -> list[float]:
+    if not isinstance(value, list) or len(value) < min_len:
+        raise _bad(where, f"has {key} that is not a list of at least {min_len} numbers")
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise _bad(where, f"has {key} holding {str(v)[:40]!r}, not a finite number")
+    if sorted_ and any(b < a for a, b in zip(value, value[1:], strict=False)):
+        raise _bad(where, f"has {key} that is not in increasing order")
+    return value
+
+
+def _validate_column(name: str, col: Any) -> None:
+    where = f"column {name!r}"
+    if not isinstance(col, dict):
+        raise _bad(where, "is not a mapping")
+    kind = _need(col, "kind", where)
+    for key in ("count", "missing"):
+        _count_value(_need(col, key, where), where, key)
+    if kind == NUMERIC:
+        for key in ("std", "min", "max", "mean"):
+            _numbers([_need(col, key, where)], where, key)
+        _count_value(_need(col, "n_unique", where), where, "n_unique")
+        _numbers(_need(col, "bin_edges", where), where, "bin_edges", sorted_=True)
+        hist = _need(col, "hist", where)
+        if not isinstance(hist, dict):
+            raise _bad(where, "has a 'hist' that is not a mapping of edges and counts")
+        edges = _numbers(_need(hist, "edges", where + " hist"), where, "hist edges", sorted_=True)
+        counts = _numbers(_need(hist, "counts", where + " hist"), where, "hist counts")
+        if edges and len(counts) != len(edges) - 1:
+            raise _bad(where, f"has {len(counts)} histogram counts for {len(edges)} edges")
+        if "values" in col or "counts" in col:
+            values = _numbers(_need(col, "values", where), where, "values", sorted_=True, min_len=1)
+            vcounts = _need(col, "counts", where)
+            if not isinstance(vcounts, list) or len(vcounts) != len(values):
+                raise _bad(where, f"has {len(values)} values but counts of another length")
+            for c in vcounts:
+                _count_value(c, where, "counts")
+            if sum(vcounts) == 0:
+                raise _bad(where, "has value counts that sum to 0")
+        else:
+            _numbers(_need(col, "quantiles", where), where, "quantiles", sorted_=True, min_len=2)
+    elif kind == CATEGORICAL:
+        cats = _need(col, "categories", where)
+        if not isinstance(cats, list):
+            raise _bad(where, "has 'categories' that is not a list of [value, count] pairs")
+        for pair in cats:
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise _bad(
+                    where, f"has a category entry {str(pair)[:60]!r} that is not a [value, count] pair"
+                )
+            _count_value(pair[1], where, "a category count")
+        dropped = _count_value(col.get("dropped", 0), where, "dropped")
+        if not cats and not dropped:
+            raise _bad(where, "has no category")
+        filt = col.get("dropped_filter")
+        if filt is not None:
+            if not isinstance(filt, dict) or not isinstance(filt.get("data"), str):
+                raise _bad(where, "has a 'dropped_filter' without its data")
+            bits, hashes = filt.get("bits"), filt.get("hashes")
+            if not (isinstance(bits, int) and bits > 0 and isinstance(hashes, int) and 0 < hashes <= 64):
+                raise _bad(where, "has a 'dropped_filter' with bad sizes")
+            try:
+                data = zlib.decompress(base64.b64decode(filt["data"], validate=True))
+            except (ValueError, zlib.error):
+                raise _bad(where, "has a 'dropped_filter' whose data is not base64 zlib") from None
+            if len(data) * 8 < bits:
+                raise _bad(where, "has a 'dropped_filter' shorter than its size")
+    else:
+        raise _bad(where, f"has kind {str(kind)[:40]!r}, neither {NUMERIC!r} nor {CATEGORICAL!r}")
+
+
 def validate_profile(profile: Any) -> dict[str, Any]:
-    """Check that ``profile`` is a drift profile this version reads; returns it."""
+    """Check that ``profile`` is a whole drift profile this version reads (every column and key); returns it.
+
+    :raises MlopsInputError: naming the column and the key, and the fix.
+    """
     if not isinstance(profile, dict) or profile.get("format") != PROFILE_FORMAT:
         raise MlopsInputError(
-            "This is not a drift reference profile (no 'format': "
-            f"{PROFILE_FORMAT!r}): build one with airflow_mlops.core.drift.build_profile."
+            f"This is not a drift reference profile (no 'format': {PROFILE_FORMAT!r}): {_REBUILD}."
         )
     if profile.get("version") != PROFILE_VERSION:
         raise MlopsInputError(
-            f"Drift profile version {profile.get('version')} is not supported (this package reads "
-            f"version {PROFILE_VERSION}): rebuild it with build_profile."
+            f"Drift profile version {str(profile.get('version'))[:20]} is not supported (this package reads "
+            f"version {PROFILE_VERSION}): {_REBUILD}."
         )
+    columns = profile.get("columns")
+    if not isinstance(columns, dict):
+        raise _bad("", "has no 'columns' mapping")
+    if not columns:
+        raise _bad("", "has no column")
+    n_rows = profile.get("n_rows", 0)
+    _count_value(n_rows, "", "n_rows")
+    notes = profile.get("notes", [])
+    if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+        raise _bad("", "has 'notes' that are not a list of strings")
+    for name, col in columns.items():
+        _validate_column(name, col)
     return profile
 
 
 def reference_columns_from_profile(profile: dict[str, Any]) -> dict[str, ReferenceColumn]:
-    """Reference columns (distributions) from a profile."""
+    """Reference columns (distributions) from a profile (validated first)."""
     validate_profile(profile)
     out: dict[str, ReferenceColumn] = {}
     for name, col in profile["columns"].items():
@@ -231,13 +436,22 @@ def reference_columns_from_profile(profile: dict[str, Any]) -> dict[str, Referen
                 int(col["missing"]), col.get("dtype", ""),
             )  # fmt: skip
         else:
-            counts = {_key(k): int(v) for k, v in col["categories"]}
+            counts: dict[Any, int] = {}
+            for k, v in col["categories"]:
+                key = _key(k)
+                counts[key] = counts.get(key, 0) + int(v)
+            dropped = int(col.get("dropped", 0))
+            if dropped:
+                counts[OTHER] = dropped
+            filt = col.get("dropped_filter")
             out[name] = ReferenceColumn(
                 name,
                 CATEGORICAL,
                 CategoricalDist(counts),
                 missing=int(col["missing"]),
                 dtype=col.get("dtype", ""),
+                dropped=dropped,
+                dropped_filter=CategoryFilter.from_dict(filt) if filt else None,
             )
     return out
 
@@ -252,9 +466,14 @@ def dump_profile(profile: dict[str, Any]) -> str:
 
 
 def load_profile(text: str | bytes) -> dict[str, Any]:
-    """A profile from JSON text (validated)."""
+    """A profile from JSON text (validated as a whole).
+
+    :raises MlopsInputError: not UTF-8 JSON, or not a whole profile (naming the column and key).
+    """
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise MlopsInputError(f"Drift profile is not valid JSON ({e}): rebuild it with build_profile.") from e
+    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise MlopsInputError(
+            f"Drift profile is not valid JSON (or not UTF-8: {str(e)[:200]}): {_REBUILD}."
+        ) from None
     return validate_profile(data)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.core import registry
-from airflow_mlops.core.errors import MlopsInputError
+from airflow_mlops.core.errors import MlopsInputError, MlopsServiceError
 from airflow_mlops.core.gate.evidence import (
     Evidence,
     FrameLoader,
@@ -21,6 +25,7 @@ from airflow_mlops.core.gate.evidence import (
 )
 from airflow_mlops.core.gate.spec import GateSpec, Rule, load_spec
 from airflow_mlops.core.promql import PromClient
+from airflow_mlops.core.redact import redact
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -33,6 +38,8 @@ TAG_PREFIX = "mlops.gate."
 _TAG_LIMIT = 5000
 # Float noise must not fail a change that is exactly at its threshold.
 _EPS = 1e-12
+# Seconds for the reachability probe of an MLflow server before any registry call.
+PROBE_TIMEOUT = 5.0
 
 
 @dataclass
@@ -72,6 +79,7 @@ class Verdict:
     :param baseline_version: the version behind it (None for the first model).
     :param status: passed, failed or pending.
     :param rows: one row per check.
+    :param baseline_note: what stands in the table's title when there is no baseline version.
     """
 
     gate: str
@@ -82,6 +90,7 @@ class Verdict:
     baseline_version: str | None
     status: str
     rows: list[Row] = field(default_factory=list)
+    baseline_note: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -138,7 +147,7 @@ class Verdict:
         base = (
             f"{self.baseline_alias} = v{self.baseline_version}"
             if self.baseline_version
-            else (f"no {self.baseline_alias} yet (first model)")
+            else (self.baseline_note or f"no {self.baseline_alias} yet (first model)")
         )
         title = (
             f"Gate {self.gate!r}: {self.model_name} v{self.version} vs {base}, evidence: {self.source}"
@@ -305,7 +314,10 @@ def evaluate(
 
     Failed if any check failed; otherwise pending if any check waits for evidence; otherwise passed.
     """
-    label = f"{spec.baseline} v{baseline_version}" if baseline_version else f"{spec.baseline} (unset)"
+    if baseline_version:
+        label = f"{spec.baseline} v{baseline_version}"
+    else:
+        label = "baseline: none" if not spec.has_baseline else f"{spec.baseline} (unset)"
     rows: list[Row] = []
     for rule in spec.rules:
         rows.extend(evaluate_rule(rule, candidate, baseline, live=spec.source.live, baseline_label=label))
@@ -321,10 +333,67 @@ def _version_ref(client: MlflowClient, model_name: str, version: str) -> Version
     try:
         mv = client.get_model_version(model_name, str(version))
     except MlflowException as e:
-        raise MlopsInputError(
-            f"Model version {model_name} v{version} does not exist: check the model name and version."
-        ) from e
+        if _not_found(e):
+            raise MlopsInputError(
+                f"Model version {model_name} v{version} does not exist: check the model name and version."
+            ) from None
+        raise
     return VersionRef(model_name, str(mv.version), mv.run_id or None)
+
+
+def _not_found(e: Exception) -> bool:
+    return "RESOURCE_DOES_NOT_EXIST" in str(getattr(e, "error_code", ""))
+
+
+@contextmanager
+def mlflow_errors(target: MlflowTarget) -> Iterator[None]:
+    """Turn MLflow's own errors (other than "does not exist") into a :class:`MlopsServiceError` that names
+    the server and the fix; input errors pass through.
+
+    :param target: the MLflow store being used.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as e:
+        code = str(getattr(e, "error_code", ""))
+        where = redact(target.tracking_uri)
+        text = redact(" ".join(str(getattr(e, "message", e)).split()))[:300]
+        if code in ("PERMISSION_DENIED", "UNAUTHENTICATED") or " 401" in text or " 403" in text:
+            raise MlopsServiceError(
+                f"MLflow at {where} refused the request ({text}): check MLFLOW_TRACKING_USERNAME/PASSWORD "
+                "or MLFLOW_TRACKING_TOKEN (or the connection's login)."
+            ) from None
+        if _not_found(e):
+            raise MlopsInputError(
+                f"MLflow has no such object ({text}): check the model name and version."
+            ) from None
+        raise MlopsServiceError(
+            f"MLflow at {where} failed ({text}): check that the server is up and reachable, then retry."
+        ) from None
+
+
+def probe_mlflow(target: MlflowTarget, timeout: float = PROBE_TIMEOUT) -> None:
+    """Fail within ``timeout`` seconds, naming the server, when MLflow does not answer (MLflow's own client
+    retries for minutes first, then reports a missing object).
+
+    :param target: the MLflow store.
+    :param timeout: seconds per probe.
+    :raises MlopsServiceError: the tracking (or registry) server does not answer.
+    """
+    from airflow_mlops.core.tracking import check_reachable
+
+    for uri in dict.fromkeys([target.tracking_uri, target.registry_uri or target.tracking_uri]):
+        try:
+            check_reachable(uri, timeout=timeout)
+        except MlopsServiceError as e:
+            reason = e.__cause__ if e.__cause__ is not None else e
+            raise MlopsServiceError(
+                f"MLflow at {redact(uri)} is unreachable ({redact(getattr(reason, 'reason', reason))}): start "
+                "the MLflow server, or fix the tracking URI (--tracking-uri, MLFLOW_TRACKING_URI or the "
+                "connection's host)."
+            ) from None
 
 
 def run_gate(
@@ -338,22 +407,56 @@ def run_gate(
 ) -> Verdict:
     """Collect evidence for the candidate and its baseline, and evaluate the gate. Changes nothing.
 
+    With no version behind the baseline alias the candidate is a first model (change rules are skipped)
+    only when the model never had another version or a promotion; otherwise the alias was removed, or
+    its version deleted, and comparing with nothing would wave the candidate through: that is an error
+    (set the alias, or say ``baseline: none`` in the spec).
+
     :param spec: the gate spec (or anything :func:`load_spec` takes).
     :param model_name: registered model name.
     :param version: candidate version.
     :param target: the MLflow store.
     :param prometheus: client for a ``prometheus`` source (default: the source's ``url``).
     :param frame_loader: reads a ``holdout`` source's data (default: local file or ``dvc.api``).
-    :raises MlopsInputError: bad spec, unknown version, alias on a deleted version, missing metric, NaN.
+    :raises MlopsInputError: bad spec, unknown version, baseline alias missing on a model with history,
+        alias on a deleted version, missing metric, NaN.
+    :raises MlopsServiceError: MLflow (or Prometheus, or the metrics page) cannot be used.
     """
     spec = load_spec(spec)
-    version = str(version)
-    if not model_name or not version or version in ("None", ""):
+    version = str(version).strip()
+    if not isinstance(model_name, str) or not model_name.strip() or not version or version in ("None", ""):
         raise MlopsInputError(f"Model name {model_name!r} and version {version!r} must both be given.")
-    with target.activate():
+    if not version.isdigit():
+        raise MlopsInputError(
+            f"Model version {version!r} is not a version number: give the number MLflow assigned, e.g. 3."
+        )
+    probe_mlflow(target)
+    prometheus = _probe_live_source(spec, prometheus)
+    # Only a holdout loads models through MLflow's process-wide settings; every other source uses the
+    # client alone, whose stores carry the credentials: safe in a triggerer's threads.
+    scope = target.activate() if spec.source.kind == "holdout" else contextlib.nullcontext()
+    with scope, mlflow_errors(target):
         client = target.client()
         cand_ref = _version_ref(client, model_name, version)
-        base_mv = registry.get_version_by_alias(client, model_name, spec.baseline)
+        base_mv = None
+        if spec.has_baseline:
+            base_mv = registry.get_version_by_alias(client, model_name, spec.baseline)
+        note = None
+        if not spec.has_baseline:
+            note = "no baseline (baseline: none)"
+        elif base_mv is None:
+            history = registry.signs_of_history(client, model_name, version)
+            if history and _compares(spec):
+                raise MlopsInputError(
+                    f"{model_name}@{spec.baseline} is not set, but {model_name} is not a new model "
+                    f"({'; '.join(history)}): the alias was removed or its version deleted (MLflow drops an "
+                    "alias with its version), and comparing with nothing would skip every change rule. Set "
+                    f"{spec.baseline!r} on the version to compare with (e.g. MlflowClient()."
+                    f"set_registered_model_alias({model_name!r}, {spec.baseline!r}, VERSION)), or set "
+                    "'baseline: none' in the gate spec to compare with nothing on purpose."
+                )
+            if history:
+                note = f"{spec.baseline} unset (bounds only)"
         base_ref = None
         if base_mv is not None and str(base_mv.version) != cand_ref.version:
             base_ref = VersionRef(model_name, str(base_mv.version), base_mv.run_id or None)
@@ -361,12 +464,26 @@ def run_gate(
         cand_ev = source.collect(cand_ref, spec.rules)
         base_ev = source.collect(base_ref, spec.rules) if base_ref and _compares(spec) else None
     verdict = evaluate(spec, model_name, version, cand_ev, base_ev, base_ref.version if base_ref else None)
+    verdict.baseline_note = note
     if base_mv is not None and base_ref is None:
         verdict.baseline_version = str(base_mv.version)  # the title then reads "v1 vs champion = v1"
         for row in verdict.rows:
             if row.status == SKIPPED:
                 row.reason = f"the candidate is {spec.baseline} itself: change rules skipped"
     return verdict
+
+
+def _probe_live_source(spec: GateSpec, prometheus: PromClient | None) -> PromClient | None:
+    """Reach a live source once before MLflow is even imported, so a dead one is reported in seconds."""
+    src = spec.source
+    if src.kind == "prometheus":
+        if prometheus is None and src.url:
+            prometheus = PromClient(src.url, timeout=src.timeout)
+        if prometheus is not None:
+            prometheus.query("1")  # raises MlopsServiceError naming the server when it does not answer
+    elif src.kind == "metrics_url":
+        MetricsUrlSource(src.url, src.timeout, src.samples_query).fetch()  # type: ignore[arg-type]
+    return prometheus
 
 
 def _compares(spec: GateSpec) -> bool:
@@ -395,20 +512,52 @@ def _make_source(
 
 
 def verdict_tags(verdict: Verdict) -> dict[str, str]:
-    """The tags recording a verdict: ``mlops.gate.<name>`` = status, ``.details`` = JSON of the rows."""
-    data = verdict.to_dict()
-    details: dict[str, Any] = {
+    """The tags recording a verdict: ``mlops.gate.<name>`` = status, ``.details`` = JSON of the rows.
+
+    The details stay valid JSON under MLflow's tag size limit: when the rows do not fit, they shrink (the
+    prose first, then the numbers of passed checks, then every row but its outcome) and ``truncated``
+    says so; a string is never cut.
+    """
+    return {
+        f"{TAG_PREFIX}{verdict.gate}": verdict.status,
+        f"{TAG_PREFIX}{verdict.gate}.details": details_json(verdict),
+    }
+
+
+def details_json(verdict: Verdict, limit: int = _TAG_LIMIT) -> str:
+    """The verdict's details as JSON of at most ``limit`` characters (see :func:`verdict_tags`)."""
+    rows = verdict.to_dict()["rows"]
+    head: dict[str, Any] = {
         "status": verdict.status,
         "source": verdict.source,
         "baseline": {"alias": verdict.baseline_alias, "version": verdict.baseline_version},
-        "rows": data["rows"],
     }
-    text = json.dumps(details, sort_keys=True)
-    if len(text) > _TAG_LIMIT:
-        # Drop the prose first: the numbers are what a later audit needs.
-        details["rows"] = [{k: v for k, v in r.items() if k != "reason"} for r in data["rows"]]
-        text = json.dumps(details, sort_keys=True)[:_TAG_LIMIT]
-    return {f"{TAG_PREFIX}{verdict.gate}": verdict.status, f"{TAG_PREFIX}{verdict.gate}.details": text}
+    numbers = ("metric", "check", "status", "candidate", "baseline", "observed", "threshold")
+    outcome = ("metric", "check", "status")
+    shrunk = [
+        (None, rows),
+        ("reasons dropped", [{k: r[k] for k in numbers} for r in rows]),
+        (
+            "numbers of passed checks dropped",
+            [{k: r[k] for k in (outcome if r["status"] == PASSED else numbers)} for r in rows],
+        ),
+        ("only outcomes kept", [{k: r[k] for k in outcome} for r in rows]),
+        ("only failed and pending checks kept", [{k: r[k] for k in outcome} for r in rows
+                                                 if r["status"] in (FAILED, PENDING)]),
+    ]  # fmt: skip
+    counts = dict(Counter(r["status"] for r in rows))
+    for what, kept in shrunk:
+        data = {**head, "rows": kept} if what is None else {**head, "rows": kept, "truncated": what,
+                                                              "n_rows": len(rows), "counts": counts}  # fmt: skip
+        text = json.dumps(data, sort_keys=True)
+        if len(text) <= limit:
+            return text
+    text = json.dumps(
+        {**head, "truncated": "no row fits", "n_rows": len(rows), "counts": counts}, sort_keys=True
+    )
+    if len(text) <= limit:
+        return text
+    return json.dumps({"status": verdict.status, "truncated": "no row fits", "n_rows": len(rows)})
 
 
 def record_verdict(target: MlflowTarget, verdict: Verdict, promote_alias: str | None = None) -> None:
@@ -423,8 +572,10 @@ def record_verdict(target: MlflowTarget, verdict: Verdict, promote_alias: str | 
         raise ValueError(
             f"Verdict of gate {verdict.gate!r} is {verdict.status}: only decided verdicts are recorded."
         )
-    with target.activate():
+    tags = verdict_tags(verdict)
+    probe_mlflow(target)
+    with target.activate(), mlflow_errors(target):
         client = target.client()
-        registry.tag_version(client, verdict.model_name, verdict.version, verdict_tags(verdict))
+        registry.tag_version(client, verdict.model_name, verdict.version, tags)
         if verdict.passed and promote_alias:
             client.set_registered_model_alias(verdict.model_name, promote_alias, verdict.version)

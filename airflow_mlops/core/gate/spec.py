@@ -29,6 +29,13 @@ GATEWAY_LIVE_METRICS = frozenset({"accuracy", "precision", "recall", "f1"})
 DEFAULT_VALUE_QUERY = 'mlops_gateway_live_{metric}{model="{model}",version="{version}"}'
 DEFAULT_SAMPLES_QUERY = 'mlops_gateway_live_samples{model="{model}",version="{version}"}'
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+# The explicit "compare with nothing" baseline (``baseline: none`` or ``baseline: null``).
+NO_BASELINE = "none"
+# A gate name becomes part of a tag key (MLflow caps keys at 250 characters).
+_MAX_NAME = 200
+SPEC_SUFFIXES = (".yaml", ".yml", ".json")
+# A spec is a few lines; anything far bigger is not a spec (and is not read whole into memory).
+_MAX_SPEC_BYTES = 1_000_000
 
 
 def _number(where: str, value: Any) -> float | None:
@@ -264,7 +271,8 @@ class GateSpec:
     :param name: the gate's name; the verdict is tagged as ``mlops.gate.<name>`` on the model version.
     :param rules: one rule per metric.
     :param source: where the evidence comes from.
-    :param baseline: alias of the baseline model version (``champion`` by default).
+    :param baseline: alias of the baseline model version (``champion`` by default); ``"none"`` (or None)
+        compares with nothing on purpose: only bounds apply, and change rules are refused.
     :param promote_alias: alias set on the candidate when it passes (e.g. ``challenger``).
     """
 
@@ -275,13 +283,23 @@ class GateSpec:
     promote_alias: str | None = None
 
     def __post_init__(self) -> None:
+        if self.baseline is None or (
+            isinstance(self.baseline, str) and self.baseline.strip().lower() == NO_BASELINE
+        ):
+            object.__setattr__(self, "baseline", NO_BASELINE)
         self.check()
+
+    @property
+    def has_baseline(self) -> bool:
+        """False when the spec says ``baseline: none`` (compare with nothing)."""
+        return self.baseline != NO_BASELINE
 
     def check(self) -> None:
         """Validate the spec as a whole (rules against the source, names)."""
-        if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
+        if not isinstance(self.name, str) or not _NAME_RE.match(self.name) or len(self.name) > _MAX_NAME:
             raise MlopsInputError(
-                f"Gate name {self.name!r} must be letters, digits, '.', '_' or '-' (it becomes a tag key)."
+                f"Gate name {str(self.name)[:80]!r} must be 1 to {_MAX_NAME} letters, digits, '.', '_' or '-' "
+                "(it becomes a tag key)."
             )
         if not self.rules:
             raise MlopsInputError(
@@ -295,8 +313,21 @@ class GateSpec:
                 )
             seen.add(rule.metric)
         for alias in (self.baseline, self.promote_alias):
-            if alias is not None and (not isinstance(alias, str) or not _NAME_RE.match(alias)):
-                raise MlopsInputError(f"Alias {alias!r} must be letters, digits, '.', '_' or '-'.")
+            if alias is not None and (
+                not isinstance(alias, str) or not _NAME_RE.match(alias) or len(alias) > _MAX_NAME
+            ):
+                raise MlopsInputError(
+                    f"Alias {str(alias)[:80]!r} must be 1 to {_MAX_NAME} letters, digits, '.', '_' or '-'."
+                )
+        if self.promote_alias is not None and self.promote_alias.lower() == NO_BASELINE:
+            raise MlopsInputError(f"promote_alias {self.promote_alias!r} is reserved: use e.g. 'challenger'.")
+        if not self.has_baseline:
+            changing = [r.metric for r in self.rules if r.has_change_rules]
+            if changing:
+                raise MlopsInputError(
+                    f"Gate {self.name!r} has baseline: none, so the change rules of {changing} compare with "
+                    "nothing: remove them, or set baseline to the alias of the version to compare with."
+                )
         if self.promote_alias is not None and self.promote_alias == self.baseline:
             raise MlopsInputError(
                 f"promote_alias {self.promote_alias!r} is the baseline alias: the gate must not move the "
@@ -367,7 +398,10 @@ class GateSpec:
 
 
 def load_spec(spec: GateSpec | dict[str, Any] | str | os.PathLike[str]) -> GateSpec:
-    """Accept a GateSpec, a mapping, a path to a YAML/JSON file, or YAML/JSON text.
+    """Accept a GateSpec, a mapping, a path to a ``.yaml``/``.yml``/``.json`` file, or YAML/JSON text.
+
+    A string of one line that is not a ``{...}`` mapping is a path: it must name an existing file with one
+    of those suffixes (it is never parsed as YAML, where a mistyped path would read as a plain string).
 
     :param spec: the gate spec in any of those forms.
     :raises MlopsInputError: the spec cannot be read or is invalid.
@@ -376,29 +410,121 @@ def load_spec(spec: GateSpec | dict[str, Any] | str | os.PathLike[str]) -> GateS
         return spec
     if isinstance(spec, dict):
         return GateSpec.from_dict(spec)
-    if isinstance(spec, os.PathLike) or (
-        isinstance(spec, str) and "\n" not in spec and _looks_like_path(spec)
-    ):
-        path = Path(spec)
-        if not path.is_file():
-            raise MlopsInputError(f"Gate spec file {path} does not exist: check the path.")
-        return GateSpec.from_dict(_parse(path.read_text(), str(path)))
+    if isinstance(spec, bytes):
+        return GateSpec.from_dict(_parse(_decode(spec, "the gate spec text"), "the gate spec text"))
+    if isinstance(spec, os.PathLike) or (isinstance(spec, str) and _is_path(spec)):
+        path = Path(os.fspath(spec).strip())
+        text = _read_spec_file(path)
+        return GateSpec.from_dict(
+            _parse(text, f"gate spec file {str(path)!r}", path.suffix.lower() == ".json")
+        )
     if isinstance(spec, str):
         return GateSpec.from_dict(_parse(spec, "the gate spec text"))
     raise MlopsInputError(
-        f"A gate spec of type {type(spec).__name__} is not understood: give a dict or a file."
+        f"A gate spec of type {type(spec).__name__} is not understood: give a mapping, YAML/JSON text, or the "
+        "path of a .yaml/.yml/.json file."
     )
 
 
-def _looks_like_path(text: str) -> bool:
-    return text.strip().lower().endswith((".yaml", ".yml", ".json"))
+def _is_path(text: str) -> bool:
+    # A real spec needs a name and rules: in text that is several lines, or a one-line {...} mapping.
+    stripped = text.strip()
+    return "\n" not in stripped and not stripped.startswith(("{", "["))
 
 
-def _parse(text: str, where: str) -> Any:
+def _read_spec_file(path: Path) -> str:
+    if not path.exists():
+        raise MlopsInputError(
+            f"Gate spec file not found: {str(path)[:300]!r} does not exist. Check the path (inline specs must be YAML/JSON "
+            "text of several lines, or a {...} mapping)."
+        )
+    if not path.is_file():
+        raise MlopsInputError(
+            f"Gate spec {str(path)!r} is not a file: give the path of a .yaml or .json file."
+        )
+    if path.suffix.lower() not in SPEC_SUFFIXES:
+        raise MlopsInputError(
+            f"Gate spec file {str(path)!r} does not end in .yaml, .yml or .json: rename it, or point at the "
+            "right file (its suffix says how it is parsed)."
+        )
+    try:
+        with path.open("rb") as f:
+            raw = f.read(_MAX_SPEC_BYTES + 1)
+    except OSError as e:
+        raise MlopsInputError(
+            f"Gate spec file {str(path)!r} cannot be read ({e.strerror or e}): check its permissions."
+        ) from None
+    if len(raw) > _MAX_SPEC_BYTES:
+        raise MlopsInputError(
+            f"Gate spec file {str(path)!r} is larger than {_MAX_SPEC_BYTES} bytes, so it is not a gate spec: "
+            "check the path."
+        )
+    return _decode(raw, f"Gate spec file {str(path)!r}")
+
+
+def _decode(raw: bytes, where: str) -> str:
+    if b"\x00" in raw:
+        raise MlopsInputError(f"{where} is binary, not YAML/JSON text: point at the gate spec file.")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise MlopsInputError(
+            f"{where} is not UTF-8 text (byte {e.start}: {raw[e.start : e.start + 1]!r}): save the spec as "
+            "UTF-8 YAML/JSON, or point at the right file."
+        ) from None
+
+
+def _unique_key_loader() -> Any:
+    """A safe YAML loader that refuses duplicate keys (plain YAML keeps the last one silently)."""
     import yaml
 
+    class UniqueKeyLoader(yaml.SafeLoader):
+        pass
+
+    def construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:
+                continue  # an unhashable key: the mapping's own construction reports it
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return loader.construct_mapping(node, deep)
+
+    UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    return UniqueKeyLoader
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+def _parse(text: str, where: str, json_file: bool = False) -> Any:
+    import yaml
+
+    if not text.strip():
+        raise MlopsInputError(f"{where} is empty: write a spec with 'name' and 'rules'.")
     try:
-        # JSON is YAML, but json.loads gives better errors for JSON files.
-        return json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
+        if json_file or text.lstrip().startswith("{"):
+            # JSON is YAML, but json.loads gives better errors for JSON; a {...} that is not JSON may
+            # still be a YAML flow mapping ({name: g, rules: ...}).
+            try:
+                return json.loads(text, object_pairs_hook=_reject_duplicates)
+            except ValueError as e:
+                if json_file or "duplicate key" in str(e):
+                    raise
+        return yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 - a SafeLoader subclass
     except (ValueError, yaml.YAMLError) as e:
         raise MlopsInputError(f"Cannot parse {where}: {e}. Fix the YAML/JSON syntax.") from None
+    except RecursionError:
+        raise MlopsInputError(f"Cannot parse {where}: it is nested too deeply to be a gate spec.") from None

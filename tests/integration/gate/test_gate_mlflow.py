@@ -56,9 +56,16 @@ def aliases(client, name: str) -> dict[str, str]:
     return dict(client.get_registered_model(name).aliases)
 
 
-def test_first_model_passes_on_bounds_and_records_tag_and_alias(bc, mlflow_server, mlflow_client):
-    name = bc["name"]
-    set_champion(mlflow_client, name, None)
+@pytest.fixture(scope="module")
+def single(mlflow_server):
+    """A model that has only ever had one version: a real first model."""
+    name = f"gate-first-{uuid.uuid4().hex[:6]}"
+    v1 = make_version(mlflow_server, name, "sklearn.linear_model.LogisticRegression", {"max_iter": 500})
+    return {"name": name, "v": {"1": v1}}
+
+
+def test_first_model_passes_on_bounds_and_records_tag_and_alias(single, mlflow_server, mlflow_client):
+    name, bc = single["name"], single
     spec = {
         "name": "first",
         "rules": [{"metric": "f1", "min": 0.9, "min_change": 0.0}],

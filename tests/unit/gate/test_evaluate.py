@@ -147,3 +147,36 @@ def test_table_dict_round_trip_and_tags():
     details = json.loads(tags["mlops.gate.g.details"])
     assert details["baseline"] == {"alias": "champion", "version": "3"}
     assert len(tags["mlops.gate.g.details"]) <= 5000
+
+
+@pytest.mark.parametrize("n_rules", [1, 40, 400])
+def test_details_tag_stays_valid_json_under_the_limit(n_rules):
+    from airflow_mlops.core.gate.evaluate import details_json
+
+    rules = [
+        {"metric": f"custom_metric_with_a_long_name_{i:04d}", "greater_is_better": True, "min": 0.5,
+         "min_change": -0.1, "max_change": 0.3}
+        for i in range(n_rules)
+    ]  # fmt: skip
+    spec = gate(rules)
+    cand = ev(**{r["metric"]: 0.4 if i % 7 == 0 else 0.9 for i, r in enumerate(rules)})
+    base = ev(**{r["metric"]: 0.8 for r in rules})
+    verdict = evaluate(spec, "m", "2", cand, base, "1")
+    text = verdict_tags(verdict)["mlops.gate.g.details"]
+    assert len(text) <= 5000
+    details = json.loads(text)  # never cut mid-string
+    assert details["status"] == FAILED == verdict.status
+    if n_rules == 1:
+        assert "truncated" not in details and details["rows"][0]["reason"]
+    else:
+        assert details["truncated"] and details["n_rows"] == len(verdict.rows)
+        assert details["counts"][FAILED] == len(verdict.failures())
+    # A tiny limit still gives valid JSON with the status.
+    assert json.loads(details_json(verdict, limit=120))["status"] == FAILED
+
+
+def test_no_baseline_title_says_why():
+    spec = gate([{"metric": "f1", "min": 0.5}], baseline="none")
+    verdict = evaluate(spec, "m", "2", ev(f1=0.9), None, None)
+    verdict.baseline_note = "no baseline (baseline: none)"
+    assert "first model" not in verdict.table() and "baseline: none" in verdict.table()

@@ -142,3 +142,45 @@ def test_to_dict_round_trips_every_field():
     again = GateSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
     assert again == spec
     assert not math.isnan(again.source.timeout)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "needle"),
+    [
+        ("binary.yaml", bytes(range(256)) * 4, "binary"),
+        ("latin1.yaml", "name: g\nrules: {f1: {min: 0.5}}\n# caf\xe9\n".encode("latin-1"), "not UTF-8"),
+        ("gate.txt", b"name: g\nrules: {f1: {min: 0.5}}\n", "does not end in .yaml"),
+        ("gate", b"name: g\nrules: {f1: {min: 0.5}}\n", "does not end in .yaml"),
+        ("empty.yaml", b"  \n", "is empty"),
+        ("dup.yaml", b"name: g\nrules:\n  - metric: f1\n    min: 0.5\n    min: 0.9\n", "duplicate key 'min'"),
+        ("dup.json", b'{"name": "g", "name": "h", "rules": {"f1": {"min": 0.5}}}', "duplicate key 'name'"),
+        ("bad.json", b'{"name": "g", rules: []}', "Cannot parse"),
+    ],
+)
+def test_spec_files_that_are_not_specs_are_refused_with_the_fix(tmp_path, name, content, needle):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(MlopsInputError, match=needle):
+        load_spec(str(path))
+    with pytest.raises(MlopsInputError, match=needle):
+        load_spec(path)
+
+
+def test_a_one_line_string_is_a_path_never_yaml_text(tmp_path):
+    for missing in ("gates/offline.yml", "offline", str(tmp_path / "nope.txt")):
+        with pytest.raises(MlopsInputError, match="not found"):
+            load_spec(missing)
+    with pytest.raises(MlopsInputError, match="not a file"):
+        load_spec(str(tmp_path))
+    # A one-line YAML flow mapping is text.
+    assert load_spec("{name: g, rules: {f1: {min: 0.5}}}").rules[0].min == 0.5
+
+
+def test_baseline_none_is_the_explicit_opt_out():
+    for raw in ("none", "None", None):
+        spec = load_spec({"name": "g", "rules": {"f1": {"min": 0.5}}, "baseline": raw})
+        assert spec.baseline == "none" and not spec.has_baseline
+        assert load_spec(spec.to_dict()) == spec
+    assert load_spec({"name": "g", "rules": {"f1": {"min": 0.5}}}).has_baseline
+    with pytest.raises(MlopsInputError, match="baseline: none, so the change rules of \\['f1'\\]"):
+        load_spec({"name": "g", "rules": {"f1": {"min_change": 0}}, "baseline": "none"})
