@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -62,6 +63,9 @@ def configure_environment() -> dict[str, str]:
             {"conn_type": "dvc", "host": str(WORK / "data-repo"), "extra": {"remote": "local"}}
         ),
         "MLOPS_MODEL_NAME": MODEL,
+        # The gateway takes ground truth only with its feedback token: the DeployOperator hands it to the
+        # gateway, the traffic simulator sends it.
+        "MLOPS_GATEWAY_FEEDBACK_TOKEN": os.environ.get("MLOPS_GATEWAY_FEEDBACK_TOKEN") or secrets.token_urlsafe(24),
         "MLOPS_GATEWAY_PORT": str(free_port()),
         "MLOPS_PREDICTION_LOG_DIR": str(WORK / "predictions"),
         "MLOPS_DEPLOY_STATE_DIR": str(WORK / "deployments"),
