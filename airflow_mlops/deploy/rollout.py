@@ -521,7 +521,13 @@ class Deployer:
                         return Progress(
                             self._result(state, "deploy", version=new, promoted=op.promoted, reused=True)
                         )
+            if same_op and op.status == "rolled_back":
+                raise RolledBackError(
+                    f"Deploy {req.op_id} of {req.model_name} version {new} was rolled back by an earlier try; "
+                    "a retry does not put it back in traffic: fix the model and deploy it in a new run."
+                )
             self._check_not_busy(state, req.op_id)
+            _check_version_exists(client, req.model_name, new)
             if state.handle and self._process_alive(state):
                 self._token()  # a gateway this worker cannot drive: fail before anything changes
             if same_op and op.status == "in_progress":
@@ -877,6 +883,21 @@ class Deployer:
         out = state.to_json()
         out["alive"] = self._alive(state)
         return out
+
+
+def _check_version_exists(client: Any, model_name: str, version: str) -> None:
+    """:raises MlopsInputError: ``model_name`` has no version ``version``."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_model_version(model_name, version)
+    except MlflowException as e:
+        if "RESOURCE_DOES_NOT_EXIST" not in str(e.error_code):
+            raise
+        raise MlopsInputError(
+            f"{model_name} has no version {version}: give a registered version (see the model's page in "
+            "MLflow), or an alias that points to one."
+        ) from None
 
 
 def _same_routes(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:

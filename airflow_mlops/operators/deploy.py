@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseOperator, conf
 
+from airflow_mlops.core.errors import MlopsServiceError
+from airflow_mlops.deploy.rollout import DeployRequest
+from airflow_mlops.deploy.state import ADMIN_TOKEN_ENV
 from airflow_mlops.hooks.mlflow import MlflowHook
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_mlops.deploy.backends import GatewayBackend
-    from airflow_mlops.deploy.rollout import Deployer
+    from airflow_mlops.deploy.rollout import Deployer, Progress
 
 ACTIONS = ("deploy", "rollback")
 BACKENDS = ("local", "docker", "external")
 GATEWAY_URL_ENV = "MLOPS_GATEWAY_URL"
-ADMIN_TOKEN_ENV = "MLOPS_GATEWAY_ADMIN_TOKEN"
+FEEDBACK_TOKEN_ENV = "MLOPS_GATEWAY_FEEDBACK_TOKEN"
+# The request's defaults are the operator's: one place to change them.
+_DEFAULTS = DeployRequest("", "0")
 
 
 class DeployOperator(BaseOperator):
@@ -33,15 +39,23 @@ class DeployOperator(BaseOperator):
     points where it did when the deploy began. A failed health check rolls back by itself (task fails).
     Every change is recorded in the promotion ledger (version tags and a history tag on the model).
 
-    ``action="rollback"``: restore the routing and the champion from before the last deploy.
+    ``action="rollback"``: restore the routing and the champion from before the last deploy. With a
+    ``version``, only a held canary of that version is rolled back (nothing to do otherwise): the branch
+    to take after an online gate failed, timed out or errored.
 
-    Retries of the same task instance are idempotent. The gateway runs as a managed subprocess
-    (``backend="local"``) or a hardened Docker container (``backend="docker"``); where it runs, its
-    port and previous routing are kept in a state folder (``state_dir``). ``backend="external"`` drives
-    a gateway run by someone else (the docker-compose ``gateway`` service): only its routing changes.
+    Deferrable (default ``[operators] default_deferrable``): each held stage is watched by a trigger
+    (:class:`~airflow_mlops.triggers.deploy.DeployStepTrigger`: ``/health``, ``/ready``, 5xx share), so
+    no worker slot sleeps through a canary; the task resumes at the next stage, or rolls back and fails.
+
+    Retries of the same task instance are idempotent. The deployment's state of record (where the
+    gateway runs, its routing, what to roll back to, the operation in progress) is kept in MLflow, so a
+    task on any worker finds it; an operation in progress elsewhere makes the task fail with a clear
+    message (retried). The gateway runs as a managed subprocess (``backend="local"``) or a hardened
+    Docker container (``backend="docker"``); ``backend="external"`` drives a gateway run by someone else
+    (the docker-compose ``gateway`` service): only its routing changes.
 
     Returns (XCom) ``endpoint``, ``served_versions``, ``weights``, ``champion``, ``strategy``,
-    ``promoted``, ``version`` and the validation report. The admin token never leaves the state folder.
+    ``promoted``, ``version`` and the validation report. No token is ever logged or pushed.
 
     :param model_name: registered model name.
     :param version: the model version to deploy (or give ``alias``).
@@ -63,7 +77,8 @@ class DeployOperator(BaseOperator):
         (``@champion`` moves then), or roll back with ``action="rollback"``.
     :param latency_budget_ms: p95 latency budget of infra validation.
     :param port: the gateway's port on 127.0.0.1 (default: a free one, kept across restarts).
-    :param state_dir: deployment state folder (default ``$MLOPS_DEPLOY_STATE_DIR`` or ``~/.mlops/deployments``).
+    :param state_dir: this worker's work folder for gateway files (default ``$MLOPS_DEPLOY_STATE_DIR``
+        or ``~/.mlops/deployments``); the state of record is in MLflow.
     :param log_dir: prediction-log folder (default ``<state_dir>/<deployment>/predictions``).
     :param gateway_tracking_uri: tracking URI as the gateway sees it (default: the connection's).
     :param docker_image: gateway image (``docker``).
@@ -72,10 +87,18 @@ class DeployOperator(BaseOperator):
     :param docker_memory: memory limit (``docker``).
     :param gateway_url: base URL of an ``external`` gateway (default: the ``gateway_conn_id`` host,
         else ``$MLOPS_GATEWAY_URL``).
-    :param gateway_conn_id: connection of an ``external`` gateway: host = URL, password = admin token
-        (default token: ``$MLOPS_GATEWAY_ADMIN_TOKEN``).
+    :param gateway_conn_id: the gateway's connection: host = URL (``external``), password = admin
+        token, extra ``feedback_token``.
+    :param admin_token: the gateway's admin token (default: the connection's password, else
+        ``$MLOPS_GATEWAY_ADMIN_TOKEN``, else, for a gateway this worker starts, one generated and kept
+        in a private file here). Workers that share a deployment need the same token.
+    :param feedback_token: the token the gateway's ``/feedback`` requires (default: the connection's
+        extra ``feedback_token``, else ``$MLOPS_GATEWAY_FEEDBACK_TOKEN``); passed to the gateway.
     :param ready_timeout: seconds for a gateway to start and load its models.
+    :param poll_interval: seconds between the trigger's health checks of a held stage.
     :param mlflow_conn_id: MLflow connection.
+    :param deferrable: watch held stages in the triggerer instead of a worker slot; default from
+        ``[operators] default_deferrable``.
     """
 
     template_fields: Sequence[str] = (
@@ -87,6 +110,9 @@ class DeployOperator(BaseOperator):
         "backend",
         "deployment_name",
         "canary_steps",
+        "step_seconds",
+        "promote",
+        "validate",
         "sticky_key",
         "state_dir",
         "log_dir",
@@ -103,19 +129,19 @@ class DeployOperator(BaseOperator):
         version: str | int | None = None,
         alias: str | None = None,
         action: str = "deploy",
-        strategy: str = "replace",
+        strategy: str = _DEFAULTS.strategy,
         backend: str = "local",
         deployment_name: str | None = None,
-        canary_steps: Sequence[float] = (0.1, 0.5),
-        step_seconds: float = 30.0,
-        settle_seconds: float = 2.0,
-        ab_weight: float = 0.5,
-        sticky_key: str | None = None,
-        max_error_rate: float = 0.05,
-        min_requests: int = 20,
-        validate: bool = True,
-        promote: bool = True,
-        latency_budget_ms: float = 500.0,
+        canary_steps: Sequence[float] = _DEFAULTS.canary_steps,
+        step_seconds: float = _DEFAULTS.step_seconds,
+        settle_seconds: float = _DEFAULTS.settle_seconds,
+        ab_weight: float = _DEFAULTS.ab_weight,
+        sticky_key: str | None = _DEFAULTS.sticky_key,
+        max_error_rate: float = _DEFAULTS.max_error_rate,
+        min_requests: int = _DEFAULTS.min_requests,
+        validate: bool = _DEFAULTS.validate,
+        promote: bool = _DEFAULTS.promote,
+        latency_budget_ms: float = _DEFAULTS.latency_budget_ms,
         port: int | None = None,
         state_dir: str | None = None,
         log_dir: str | None = None,
@@ -126,8 +152,12 @@ class DeployOperator(BaseOperator):
         docker_memory: str = "1g",
         gateway_url: str | None = None,
         gateway_conn_id: str | None = None,
+        admin_token: str | None = None,
+        feedback_token: str | None = None,
         ready_timeout: float = 180.0,
+        poll_interval: float = 2.0,
         mlflow_conn_id: str = MlflowHook.default_conn_name,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -158,8 +188,13 @@ class DeployOperator(BaseOperator):
         self.docker_memory = docker_memory
         self.gateway_url = gateway_url
         self.gateway_conn_id = gateway_conn_id
+        self.admin_token = admin_token
+        self.feedback_token = feedback_token
         self.ready_timeout = ready_timeout
+        self.poll_interval = poll_interval
         self.mlflow_conn_id = mlflow_conn_id
+        self.deferrable = deferrable
+        self._op_id: str | None = None
 
     @cached_property
     def hook(self) -> MlflowHook:
@@ -178,39 +213,53 @@ class DeployOperator(BaseOperator):
         if self.version not in (None, "") and self.alias:
             raise MlopsInputError("Give either `version` or `alias`, not both.")
 
-    def _external_gateway(self) -> tuple[str, str | None]:
-        """URL and admin token of an ``external`` gateway (the token is never logged)."""
+    def _gateway_conn(self) -> Any:
+        return self.get_connection(self.gateway_conn_id) if self.gateway_conn_id else None
+
+    def _tokens(self) -> tuple[str | None, str | None]:
+        """Admin and feedback tokens: the argument, else the gateway connection (password / extra
+        ``feedback_token``), else ``$MLOPS_GATEWAY_ADMIN_TOKEN`` / ``$MLOPS_GATEWAY_FEEDBACK_TOKEN``.
+        Registered with the secrets masker; never logged or pushed."""
+        import os
+
+        from airflow_mlops.errors_airflow import mask_secrets
+
+        conn = self._gateway_conn()
+        admin = self.admin_token or (conn.password if conn else None) or os.environ.get(ADMIN_TOKEN_ENV)
+        extra = (conn.extra_dejson if conn else {}) or {}
+        feedback = self.feedback_token or extra.get("feedback_token") or os.environ.get(FEEDBACK_TOKEN_ENV)
+        mask_secrets(admin, feedback)
+        return admin or None, feedback or None
+
+    def _external_url(self) -> str:
+        """URL of an ``external`` gateway."""
         import os
 
         from airflow_mlops.core.errors import MlopsInputError
 
-        url, token = self.gateway_url or None, None
-        if self.gateway_conn_id:
-            conn = self.get_connection(self.gateway_conn_id)
-            token = conn.password or None
-            if not url and conn.host:
-                host = conn.host if "://" in conn.host else f"{conn.schema or 'http'}://{conn.host}"
-                url = f"{host.rstrip('/')}:{conn.port}" if conn.port else host
+        url = self.gateway_url or None
+        conn = self._gateway_conn()
+        if not url and conn is not None and conn.host:
+            host = conn.host if "://" in conn.host else f"{conn.schema or 'http'}://{conn.host}"
+            url = f"{host.rstrip('/')}:{conn.port}" if conn.port else host
         url = url or os.environ.get(GATEWAY_URL_ENV)
-        token = token or os.environ.get(ADMIN_TOKEN_ENV)
         if not url:
             raise MlopsInputError(
                 f"backend='external' needs the gateway's URL: give gateway_url, a gateway_conn_id, or set "
                 f"{GATEWAY_URL_ENV}."
             )
-        if not token:
+        if not self._tokens()[0]:
             raise MlopsInputError(
                 f"backend='external' needs the gateway's admin token: put it in the password of "
                 f"gateway_conn_id, or set {ADMIN_TOKEN_ENV}."
             )
-        return url, token
+        return url
 
     def _backend(self) -> GatewayBackend:
         from airflow_mlops.deploy.backends import make_backend
 
         if self.backend == "external":
-            return make_backend("external", endpoint=self._external_gateway()[0])
-
+            return make_backend("external", endpoint=self._external_url())
         if self.backend == "docker":
             return make_backend(
                 "docker",
@@ -225,13 +274,15 @@ class DeployOperator(BaseOperator):
         from airflow_mlops.deploy.rollout import Deployer
         from airflow_mlops.deploy.state import StateStore
 
+        admin, feedback = self._tokens()
         return Deployer(
             self.deployment_name or self.model_name,
             self._backend(),
             self.hook.target,
             StateStore(self.state_dir),
             port=int(self.port) if self.port else None,
-            admin_token=self._external_gateway()[1] if self.backend == "external" else None,
+            admin_token=admin,
+            feedback_token=feedback,
             log_dir=self.log_dir,
             gateway_tracking_uri=self.gateway_tracking_uri,
             ready_timeout=float(self.ready_timeout),
@@ -253,38 +304,118 @@ class DeployOperator(BaseOperator):
             raise MlopsInputError(f"{self.model_name}@{alias} is not set: set the alias, or give `version`.")
         return str(mv.version)
 
-    def execute(self, context: Context) -> dict[str, Any]:
-        """Deploy or roll back; return the deployment's endpoint, versions and weights."""
-        from airflow_mlops.deploy.rollout import DeployRequest
-
-        self._check_args()
+    def _ids(self, context: Context) -> tuple[str, str, str]:
         ti = context["ti"]
         op_id = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{getattr(ti, 'map_index', -1)}"
-        dag_run = f"{ti.dag_id}/{ti.run_id}"
-        actor = f"airflow:{ti.dag_id}"
-        deployer = self._deployer()
-        if self.action == "rollback":
-            result = deployer.rollback(self.model_name, op_id=op_id, actor=actor, dag_run=dag_run)
-        else:
-            request = DeployRequest(
-                model_name=self.model_name,
-                version=self._resolve_version(),
-                strategy=self.strategy,
-                canary_steps=tuple(float(s) for s in self.canary_steps),
-                step_seconds=float(self.step_seconds),
-                settle_seconds=float(self.settle_seconds),
-                ab_weight=float(self.ab_weight),
-                sticky_key=self.sticky_key or None,
-                max_error_rate=float(self.max_error_rate),
-                min_requests=int(self.min_requests),
-                validate=bool(self.validate),
-                latency_budget_ms=float(self.latency_budget_ms),
-                promote=bool(self.promote),
-                op_id=op_id,
-                actor=actor,
-                dag_run=dag_run,
-            )
-            result = deployer.deploy(request)
+        return op_id, f"{ti.dag_id}/{ti.run_id}", f"airflow:{ti.dag_id}"
+
+    def _request(self, context: Context, version: str) -> DeployRequest:
+        op_id, dag_run, actor = self._ids(context)
+        return DeployRequest(
+            model_name=self.model_name,
+            version=version,
+            strategy=self.strategy,
+            canary_steps=tuple(float(s) for s in self.canary_steps),
+            step_seconds=float(self.step_seconds),
+            settle_seconds=float(self.settle_seconds),
+            ab_weight=float(self.ab_weight),
+            sticky_key=self.sticky_key or None,
+            max_error_rate=float(self.max_error_rate),
+            min_requests=int(self.min_requests),
+            validate=bool(self.validate),
+            latency_budget_ms=float(self.latency_budget_ms),
+            promote=bool(self.promote),
+            op_id=op_id,
+            actor=actor,
+            dag_run=dag_run,
+        )
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        """Deploy or roll back; return the deployment's endpoint, versions and weights."""
+        with _errors():
+            self._check_args()
+            op_id, dag_run, actor = self._ids(context)
+            self._op_id = op_id
+            deployer = self._deployer()
+            if self.action == "rollback":
+                held = str(self.version) if self.version not in (None, "") else None
+                result = deployer.rollback(
+                    self.model_name, op_id=op_id, actor=actor, dag_run=dag_run, held_version=held
+                )
+                return self._done(result)
+            request = self._request(context, self._resolve_version())
+            if not self.deferrable:
+                return self._done(deployer.deploy(request))
+            return self._next(deployer, request, deployer.start(request))
+
+    def _next(self, deployer: Deployer, request: DeployRequest, progress: Progress) -> dict[str, Any]:
+        """Finish, or defer the held stage to the trigger (resuming in :meth:`execute_complete`)."""
+        import time
+        from datetime import timedelta
+
+        from airflow_mlops.triggers.deploy import DeployStepTrigger
+
+        while progress.watch is not None and progress.watch.hold_seconds <= 0:
+            # Nothing to hold: judge the stage at once (no deferral round trip).
+            progress = deployer.finish_stage(request, progress.stage, deployer.watch(progress.watch))
+        if progress.result is not None:
+            return self._done(progress.result)
+        w = progress.watch
+        assert w is not None
+        self.defer(
+            trigger=DeployStepTrigger(
+                endpoint=w.endpoint,
+                model_name=w.model_name,
+                version=w.version,
+                stage=progress.stage,
+                end_time=time.time() + w.hold_seconds,
+                max_error_rate=w.max_error_rate,
+                min_requests=w.min_requests,
+                baseline=w.baseline,
+                poll_interval=float(self.poll_interval),
+            ),  # fmt: skip
+            method_name="execute_complete",
+            kwargs={"version": w.version, "stage": progress.stage},
+            timeout=timedelta(seconds=w.hold_seconds + 600),
+        )
+        raise AssertionError("defer() returned")  # pragma: no cover
+
+    def execute_complete(
+        self, context: Context, event: dict[str, Any] | None = None, version: str = "", stage: int = 0
+    ) -> dict[str, Any]:
+        """Resume after a held stage: judge it (rolling back on failure), then go on or finish."""
+        with _errors():
+            if not isinstance(event, dict) or "status" not in event:
+                raise MlopsServiceError(f"The deploy trigger sent an unexpected event: {event!r}.")
+            if event["status"] == "error":
+                problem = f"watching the stage failed: {event.get('message')}"
+            elif event["status"] == "failed":
+                problem = str(event.get("reason") or "the stage failed")
+            elif event["status"] == "ok":
+                problem = None
+            else:
+                raise MlopsServiceError(f"The deploy trigger sent an unknown status {event['status']!r}.")
+            self._op_id = self._ids(context)[0]
+            deployer = self._deployer()
+            request = self._request(context, str(event.get("version") or version))
+            progress = deployer.finish_stage(request, int(event.get("stage", stage)), problem)
+            return self._next(deployer, request, progress)
+
+    def on_kill(self) -> None:
+        """Leave routing consistent: an interrupted deploy gets the routing from before it back."""
+        if self._op_id is None or self.action != "deploy":
+            return
+        try:
+            if self._deployer().abort(self._op_id):
+                self.log.warning(
+                    "Deploy %s interrupted: the routing from before it was restored.", self._op_id
+                )
+        except Exception as e:  # noqa: BLE001 - on_kill must not raise; the state keeps the lease
+            from airflow_mlops.core.redact import redact
+
+            self.log.error("Could not restore the routing after the kill: %s", redact(e))
+
+    def _done(self, result: Any) -> dict[str, Any]:
         out = result.to_dict()
         self.log.info(
             "%s of %s: %s serves %s with weights %s (champion %s)",
@@ -292,3 +423,20 @@ class DeployOperator(BaseOperator):
             out["champion"],
         )  # fmt: skip
         return out
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """The provider's error mapping; a rolled-back deploy fails without retries (a retry would put
+    the failing version back in traffic)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from airflow_mlops.core.redact import redact
+    from airflow_mlops.deploy.rollout import RolledBackError
+    from airflow_mlops.errors_airflow import airflow_errors
+
+    with airflow_errors():
+        try:
+            yield
+        except RolledBackError as e:
+            raise AirflowFailException(redact(e)) from None

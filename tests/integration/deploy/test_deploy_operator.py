@@ -20,8 +20,8 @@ def _xcom(dr) -> dict:
 
 
 @pytest.fixture
-def teardown_state(tmp_path, mlflow_server):
-    """Stop whatever gateway the DAG runs started in the test's state folder."""
+def teardown_state(tmp_path, mlflow_server, model_name):
+    """Stop the gateway the DAG runs started (the deployment is named after the model)."""
     state_dir = tmp_path / "state"
     yield str(state_dir)
     from airflow_mlops.core.tracking import MlflowTarget
@@ -29,9 +29,7 @@ def teardown_state(tmp_path, mlflow_server):
     from airflow_mlops.deploy.rollout import Deployer
     from airflow_mlops.deploy.state import StateStore
 
-    store = StateStore(state_dir)
-    for f in state_dir.glob("*.json"):
-        Deployer(f.stem, LocalBackend(), MlflowTarget(mlflow_server), store).teardown()
+    Deployer(model_name, LocalBackend(), MlflowTarget(mlflow_server), StateStore(state_dir)).teardown()
 
 
 def test_deploy_by_alias_canary_then_rollback_in_dag_runs(
@@ -75,7 +73,10 @@ def test_bad_arguments_fail_the_task_and_change_nothing(
                  state_dir=teardown_state)  # fmt: skip
     assert dr.state == "failed"
     assert alias_version(mlflow_client, model_name, CHAMPION) is None
-    assert not list((__import__("pathlib").Path(teardown_state)).glob("*.json"))
+    from airflow_mlops.core.tracking import MlflowTarget
+    from airflow_mlops.deploy.state import DeploymentRecords
+
+    assert DeploymentRecords(MlflowTarget(mlflow_client.tracking_uri)).load(model_name) == (None, 0)
 
 
 def test_dag_file_parses_without_heavy_imports(airflow_db):
