@@ -271,3 +271,49 @@ def test_cli_bad_input_exits_2_and_tags_nothing(bc, mlflow_server, mlflow_client
         "gate", "--spec", str(spec), "--model", name, "--version", "1", env={"MLFLOW_TRACKING_URI": ""}
     )
     assert no_uri.returncode == 2 and "MLFLOW_TRACKING_URI" in no_uri.stderr
+
+
+def test_a_deleted_champion_is_not_a_first_model(mlflow_server, mlflow_client):
+    """MLflow drops an alias with its version; the gate then must not call the candidate a first model
+    and skip every change rule."""
+    from tests.models import register_versions
+
+    name = f"gate-deleted-{uuid.uuid4().hex[:6]}"
+    register_versions(mlflow_server, name, [{}, {"C": 0.002}])
+    mlflow_client.set_registered_model_alias(name, "champion", "1")
+    mlflow_client.delete_model_version(name, "1")
+    assert "champion" not in aliases(mlflow_client, name)
+    target = MlflowTarget(mlflow_server)
+    with pytest.raises(MlopsInputError) as e:
+        run_gate(
+            {"name": "del", "rules": [{"metric": "f1", "min": 0.5, "min_change": 0.0}]}, name, "2", target
+        )
+    message = str(e.value)
+    assert "@champion is not set" in message and "version 1 existed before v2" in message
+    assert "set_registered_model_alias" in message and "baseline: none" in message
+    assert gate_tags(mlflow_client, name, "2") == {} and aliases(mlflow_client, name) == {}
+    # Bounds alone need no baseline, and the title does not claim a first model.
+    bounds = run_gate({"name": "b", "rules": [{"metric": "f1", "min": 0.5}]}, name, "2", target)
+    assert bounds.status == PASSED and "first model" not in bounds.table()
+    assert "champion unset" in bounds.table()
+    # The explicit opt-out.
+    none = run_gate(
+        {"name": "n", "baseline": "none", "rules": [{"metric": "f1", "min": 0.5}]}, name, "2", target
+    )
+    assert none.status == PASSED and "baseline: none" in none.table()
+
+
+def test_a_promotion_history_alone_means_not_a_first_model(mlflow_server, mlflow_client):
+    """A model whose only version is v1 but whose ledger shows promotions (e.g. a champion on a later
+    version that was deleted and whose number was never reused)."""
+    name = f"gate-history-{uuid.uuid4().hex[:6]}"
+    mlflow_client.create_registered_model(name)
+    run = mlflow_client.create_run(mlflow_client.create_experiment(f"exp-{name}"))
+    mlflow_client.log_metric(run.info.run_id, "f1", 0.95)
+    mlflow_client.create_model_version(name, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    spec = {"name": "h", "rules": [{"metric": "f1", "min": 0.5, "min_change": 0.0}]}
+    target = MlflowTarget(mlflow_server)
+    assert run_gate(spec, name, "1", target).status == PASSED  # a real first model
+    mlflow_client.set_registered_model_tag(name, "mlops.promotion_history", '[{"action": "promote"}]')
+    with pytest.raises(MlopsInputError, match="promotion history"):
+        run_gate(spec, name, "1", target)

@@ -100,3 +100,25 @@ def test_not_a_profile_is_refused() -> None:
         load_profile("{")
     with pytest.raises(MlopsInputError, match="version 99 is not supported"):
         load_profile(json.dumps({"format": "airflow-mlops/drift-profile", "version": 99}))
+
+
+def test_every_missing_key_of_a_profile_is_named_with_its_column() -> None:
+    """The class of damaged profiles: any key of any column removed is an input error that names the
+    column and the key and says to re-train, never a KeyError, or else the profile still works."""
+    ref, cur = _frames(3000, 500)
+    profile = build_profile(ref)
+    optional = {"dtype", "dropped", "dropped_categories", "dropped_filter"}
+    checked = 0
+    for name, col in profile["columns"].items():
+        for key in list(col):
+            damaged = json.loads(dump_profile(profile))
+            del damaged["columns"][name][key]
+            if key in optional or (key == "n_unique" and col["kind"] == "categorical"):
+                detect_drift(load_profile(json.dumps(damaged)), cur)
+                continue
+            with pytest.raises(MlopsInputError) as e:
+                detect_drift(load_profile(json.dumps(damaged)), cur)
+            assert f"column {name!r}" in str(e.value) and f"{key!r}" in str(e.value)
+            assert "re-train the model" in str(e.value)
+            checked += 1
+    assert checked >= 20
