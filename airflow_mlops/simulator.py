@@ -4,6 +4,9 @@ Used by the demo and the end-to-end tests, and handy against any deployment::
 
     python -m airflow_mlops.simulator --endpoint http://127.0.0.1:8080 --data data.csv --target target \
         --requests 500 --shift "mean radius*1.6" --shift "worst area*1.8"
+
+``--fresh`` sends new rows drawn from the data's distribution (:class:`RowGenerator`) instead of
+replaying the file's rows, so that a model trained on that file is judged on rows it never saw.
 """
 
 from __future__ import annotations
@@ -65,6 +68,96 @@ def apply_shifts(frame: pd.DataFrame, shifts: list[Shift]) -> pd.DataFrame:
     return out
 
 
+class RowGenerator:
+    """Fresh production rows drawn from a dataset's distribution, never rows of the dataset itself.
+
+    A Gaussian copula per class (per dataset for a regression target): each column keeps its observed
+    marginal (new values interpolated between observed quantiles; columns with few values keep their
+    observed values) and the columns keep their rank correlations. A model judged on these rows is
+    judged on rows it never trained on, however long the traffic runs.
+
+    :param data: rows with the feature columns and the ``target`` column (numeric features).
+    :param target: the label column; classes keep their shares.
+    :param seed: random seed of the draws.
+    """
+
+    # A column with at most this many distinct values is discrete: draws keep its observed values.
+    DISCRETE = 10
+
+    def __init__(self, data: pd.DataFrame, target: str, seed: int = 0) -> None:
+        import numpy as np
+        import pandas as pd
+        from scipy.special import ndtri
+
+        if target not in data.columns:
+            raise MlopsInputError(f"Target column {target!r} is not in the data the generator is fitted on.")
+        features = data.drop(columns=[target])
+        numeric = features.select_dtypes("number").columns
+        if len(numeric) != features.shape[1] or features.isna().any().any():
+            bad = [c for c in features.columns if c not in numeric or features[c].isna().any()]
+            raise MlopsInputError(
+                f"The generator needs numeric feature columns without missing values; fix or drop {bad[:5]}."
+            )
+        self.columns, self.target = list(features.columns), target
+        self._rng = np.random.default_rng(seed)
+        y = data[target]
+        by_class = y.nunique() <= self.DISCRETE or not pd.api.types.is_numeric_dtype(y)
+        # Each group: its share, its sorted columns (the quantile functions) and its correlation factor.
+        self._groups: list[tuple[object, float, list[np.ndarray], np.ndarray]] = []
+        groups = data.groupby(target, sort=True) if by_class else [(None, data)]
+        for label, rows in groups:
+            cols = self.columns if by_class else [*self.columns, target]
+            values = rows[cols].to_numpy(dtype=float)
+            if len(values) < 2:
+                raise MlopsInputError(
+                    f"Class {label!r} has {len(values)} row: the generator needs at least 2."
+                )
+            ranks = values.argsort(axis=0).argsort(axis=0)
+            z = ndtri((ranks + 0.5) / len(values))
+            corr = np.corrcoef(z, rowvar=False) if values.shape[1] > 1 else np.ones((1, 1))
+            corr = 0.95 * np.nan_to_num(corr) + 0.05 * np.eye(
+                len(cols)
+            )  # a constant column; keep it definite
+            self._groups.append((label, len(rows) / len(data), [np.sort(values[:, j]) for j in range(len(cols))],
+                                 np.linalg.cholesky(corr)))  # fmt: skip
+
+    def sample(self, n: int) -> pd.DataFrame:
+        """``n`` new rows (features and ``target``), in random order.
+
+        :param n: how many rows.
+        """
+        import numpy as np
+        import pandas as pd
+        from scipy.special import ndtr
+
+        shares = [share for _, share, _, _ in self._groups]
+        counts = self._rng.multinomial(n, shares)
+        parts = []
+        for (label, _, sorted_cols, chol), k in zip(self._groups, counts, strict=True):
+            if not k:
+                continue
+            u = ndtr(self._rng.standard_normal((k, chol.shape[0])) @ chol.T)
+            cols = []
+            for j, observed in enumerate(sorted_cols):
+                if len(np.unique(observed)) <= self.DISCRETE:
+                    cols.append(
+                        observed[np.minimum((u[:, j] * len(observed)).astype(int), len(observed) - 1)]
+                    )
+                else:
+                    cols.append(np.interp(u[:, j] * (len(observed) - 1), np.arange(len(observed)), observed))
+            part = pd.DataFrame(np.column_stack(cols), columns=self.columns if label is not None else
+                                [*self.columns, self.target])  # fmt: skip
+            if label is not None:
+                part[self.target] = label
+            parts.append(part)
+        out = (
+            pd.concat(parts, ignore_index=True)
+            if parts
+            else pd.DataFrame(columns=[*self.columns, self.target])
+        )
+        return out.iloc[self._rng.permutation(len(out))].reset_index(drop=True)
+
+
 @dataclass
 class SimulationStats:
     """What a simulation did: requests, failures, feedback, and per served version the hit rate."""
@@ -98,7 +191,7 @@ def simulate(
     data: pd.DataFrame,
     target: str,
     *,
-    requests: int = 200,
+    requests: int | None = 200,
     shifts: list[Shift] | None = None,
     feedback_delay: float = 0.5,
     feedback_share: float = 1.0,
@@ -113,7 +206,8 @@ def simulate(
     :param endpoint: the gateway's base URL.
     :param data: rows with the feature columns and the ``target`` column.
     :param target: the label column (never sent with the features).
-    :param requests: how many predictions to send.
+    :param requests: how many predictions to send, rows drawn from ``data`` with replacement; ``None``
+        sends each row of ``data`` once, in order (fresh rows from :class:`RowGenerator`).
     :param shifts: data shifts applied to the features before sending.
     :param feedback_delay: seconds between an answer and its ground truth.
     :param feedback_share: share of answers that get ground truth.
@@ -131,7 +225,10 @@ def simulate(
     rows = features.to_dict(orient="records")
     labels = data[target].tolist()
     keys = data[key_column].astype(str).tolist() if key_column else None
-    picks = [rng.randrange(len(rows)) for _ in range(requests)]
+    picks = (
+        list(range(len(rows))) if requests is None else [rng.randrange(len(rows)) for _ in range(requests)]
+    )
+    requests = len(picks)
     give_feedback = [rng.random() < feedback_share for _ in range(requests)]
     stats = SimulationStats()
     lock = threading.Lock()
@@ -220,16 +317,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="send new rows drawn from the data's distribution (RowGenerator) instead of replaying its rows",
+    )
+    p.add_argument(
         "--feedback-token",
         help="bearer token of the gateway's /feedback (better: set MLOPS_GATEWAY_FEEDBACK_TOKEN, which other "
         "users of the machine cannot read on the command line)",
     )
     args = p.parse_args(argv)
+    data = read_table(args.data)
+    if args.fresh:
+        data = RowGenerator(data, args.target, seed=args.seed).sample(args.requests)
     stats = simulate(
         args.endpoint,
-        read_table(args.data),
+        data,
         args.target,
-        requests=args.requests,
+        requests=None if args.fresh else args.requests,
         shifts=[Shift.parse(s) for s in args.shift],
         feedback_delay=args.feedback_delay,
         feedback_share=args.feedback_share,
