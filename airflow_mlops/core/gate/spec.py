@@ -244,8 +244,11 @@ class SourceSpec:
             if raw.get(key) is not None and not isinstance(raw[key], str):
                 raise MlopsInputError(f"source {key} = {raw[key]!r} must be a string.")
         timeout = _number("source timeout", raw.get("timeout", 10.0))
-        if timeout is None or timeout <= 0:
-            raise MlopsInputError("source timeout must be a positive number of seconds.")
+        if timeout is None or not 0 < timeout <= 600:
+            raise MlopsInputError(
+                f"source timeout = {timeout} must be a number of seconds in (0, 600]: e.g. 10 (a sensor "
+                "waits longer through its own timeout)."
+            )
         src = cls(**{**raw, "kind": kind, "timeout": timeout})
         if kind == "holdout":
             if not src.path or not src.target:

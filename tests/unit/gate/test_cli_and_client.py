@@ -41,3 +41,35 @@ def test_prom_client_checks_its_url_and_builds_auth_headers():
     assert "secret" not in repr(PromClient("http://p:9090", token="secret"))
     with pytest.raises(MlopsInputError, match="empty"):
         PromClient("http://p:9090").query("  ")
+
+
+def test_an_unexpected_error_exits_2_with_one_line_and_no_traceback(monkeypatch, capsys):
+    """A bug (simulated by a subcommand that raises) must never look like a failed gate (exit 1) nor print
+    a traceback; credentials in the text are masked. The raising subcommand is a stand-in: no real input
+    reaches an unexpected exception on purpose."""
+
+    def boom(args):
+        raise RuntimeError("lost connection to http://ci:hunter2@mlflow:5000\nsecond line")
+
+    monkeypatch.setattr(cli, "run_gate_command", boom)
+    code = cli.main(["gate", "--spec", "g.yaml", "--model", "bc", "--version", "1"])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_ERROR
+    assert err.count("\n") == 1 and err.startswith("error: RuntimeError: lost connection")
+    assert "hunter2" not in err and "Traceback" not in err
+
+
+def test_prometheus_down_is_a_service_error_in_seconds():
+    import time
+
+    from airflow_mlops.core.errors import MlopsServiceError
+    from tests.servers import free_port
+
+    start = time.monotonic()
+    with pytest.raises(
+        MlopsServiceError, match=r"Prometheus at http://\*\*\*@127\.0\.0\.1:\d+ cannot be reached"
+    ):
+        PromClient(f"http://u:pw@127.0.0.1:{free_port()}", timeout=3).query("up")
+    assert time.monotonic() - start < 5
+    with pytest.raises(MlopsInputError, match="in \\(0, 600\\]"):
+        PromClient("http://p:9090", timeout=0)
