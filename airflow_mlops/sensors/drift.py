@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
-from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout, AirflowSkipException
+from airflow.sdk import PokeReturnValue, conf
+from airflow.sdk.exceptions import AirflowException
 
-from airflow_mlops.core.errors import MlopsInputError, MlopsServiceError
-from airflow_mlops.triggers.drift import DriftTrigger, evaluate_drift
+from airflow_mlops.core.errors import MlopsInputError
+from airflow_mlops.sensors.base import MlopsSensor, raise_event_error
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 _REPORT_WHEN = ("on_drift", "always", "never")
 
 
-class DriftSensor(BaseSensorOperator):
+class DriftSensor(MlopsSensor):
     """Succeed when the current data drifted from the reference; keep poking while it has not.
 
     Each check compares the current data with the reference column by column (Evidently 0.7's default
@@ -28,6 +28,12 @@ class DriftSensor(BaseSensorOperator):
     summary as XCom, and each Asset in ``outlets`` gets an event whose extra is that summary, so a
     retraining DAG scheduled on the Asset starts by itself. Without drift it pokes again until
     ``timeout``; with ``soft_fail=True`` the timeout skips the downstream retraining instead of failing.
+    A skip means only "no drift before the timeout": errors (MLflow unreachable, a bad profile or
+    column) fail the task either way.
+
+    Deferrable, the statistics still run in the worker: the task checks once, then the triggerer
+    only watches the current data's files (listing and Parquet row counts) and wakes the task when
+    new data arrived, which checks again.
 
     Current data: exactly one of ``current_path`` (CSV/Parquet file or folder, read in chunks),
     ``current_dvc_path`` (+ ``current_dvc_rev``), or ``prediction_log_dir`` (the gateway's log; the
@@ -187,52 +193,89 @@ class DriftSensor(BaseSensorOperator):
                 context["outlet_events"][outlet].extra = summary
         return summary
 
-    def poke(self, context: Context) -> bool | PokeReturnValue:
+    def _evaluate(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """One drift check in this process, with the connections resolved as needed."""
+        from airflow_mlops.core.drift.evaluate import evaluate_drift
+        from airflow_mlops.hooks.mlflow import MlflowHook
+
+        def dvc_loader(path: str, rev: str | None) -> tuple[Any, str]:
+            from airflow_mlops.hooks.dvc import DvcHook
+
+            frame, lineage = DvcHook(self.dvc_conn_id).read_dataframe(path, rev)
+            return frame, f"dvc:{path}@{lineage.get('rev', rev)}"
+
+        push = None
+        if self.pushgateway_conn_id:
+            from airflow_mlops.hooks.pushgateway import PushgatewayHook
+
+            push = PushgatewayHook(self.pushgateway_conn_id).push_drift
+        return evaluate_drift(
+            spec,
+            lambda: MlflowHook(self.mlflow_conn_id).target,
+            dvc_loader=dvc_loader,
+            push=push,
+            log=self.log,
+        )
+
+    def _emit(self, context: Context, summary: dict[str, Any]) -> dict[str, Any]:
+        """Attach the summary to every outlet Asset's event."""
+        from airflow.sdk import Asset
+
+        for outlet in self.outlets or []:
+            if isinstance(outlet, Asset):
+                context["outlet_events"][outlet].extra = summary
+        return summary
+
+    def check(self, context: Context) -> bool | PokeReturnValue:
         """Check once: done (with the summary) on drift, False otherwise."""
-        summary = evaluate_drift(self.spec(), self.log)
+        summary = self._evaluate(self.spec())
         if not summary.get("drift_detected"):
             return False
         return PokeReturnValue(is_done=True, xcom_value=self._emit(context, summary))
 
-    def execute(self, context: Context) -> Any:
-        """Poke in a loop, or (deferrable) hand the checks to :class:`DriftTrigger`."""
-        if not self.deferrable:
-            return super().execute(context)
-        from airflow_mlops.core.drift import DriftConfig
+    def start_deferred(self, context: Context) -> Any:
+        """Check once here; without drift, wait in the triggerer for new data."""
+        return self._check_then_defer(context, time.time() + self.timeout)
+
+    def _check_then_defer(self, context: Context, end_time: float) -> Any:
+        from airflow_mlops.core.drift.evaluate import source_state
+        from airflow_mlops.triggers.drift import DriftTrigger
 
         spec = self.spec()
-        DriftConfig(**spec["config"])  # bad settings fail here, before any deferral
+        state = source_state(spec)  # before reading: data arriving during the check counts as new
+        summary = self._evaluate(spec)
+        if summary.get("drift_detected"):
+            return self._emit(context, summary)
+        if time.time() >= end_time:
+            self.not_met(
+                f"No drift within {self.timeout}s (last check: {summary.get('status')}).", timeout=True
+            )
         self.defer(
             trigger=DriftTrigger(
-                spec=spec, end_time=time.time() + self.timeout, poll_interval=self.poke_interval
+                spec=spec, end_time=end_time, poll_interval=self.poke_interval, last_state=state
             ),
             method_name="execute_complete",
+            kwargs={"end_time": end_time, "last_status": summary.get("status")},
             # A margin past end_time, so the trigger's own timeout event normally comes first.
-            timeout=timedelta(seconds=self.timeout + max(60.0, self.poke_interval * 2)),
+            timeout=timedelta(seconds=max(0.0, end_time - time.time()) + max(60.0, self.poke_interval * 2)),
         )
 
-    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Finish from the trigger's event: the summary on drift; a timeout fails, or skips with soft_fail."""
+    def execute_complete(
+        self,
+        context: Context,
+        event: dict[str, Any] | None = None,
+        end_time: float | None = None,
+        last_status: str | None = None,
+    ) -> dict[str, Any]:
+        """Resume from the trigger's event: new data is checked here (drift: the summary; none: wait
+        again until ``end_time``); a timeout skips with soft_fail, else fails; errors fail."""
         if not isinstance(event, dict) or "status" not in event:
             raise AirflowException(f"The drift trigger sent an unexpected event: {event!r}.")
         status = event["status"]
         if status == "error":
-            message = event.get("message", "drift check failed")
-            if event.get("error_type") == "input":
-                raise MlopsInputError(message)
-            if event.get("error_type") == "service":
-                raise MlopsServiceError(message)
-            raise AirflowException(message)
-        summary = event.get("summary") or {}
-        if status == "drift":
-            from airflow_mlops.core.drift.report import summary_table
-
-            if "columns" in summary:
-                self.log.info("Drift detected:\n%s", summary_table(summary))
-            return self._emit(context, summary)
+            raise_event_error(event)
         if status == "timeout":
-            message = f"No drift within {self.timeout}s (last check: {summary.get('status')})."
-            if self.soft_fail:
-                raise AirflowSkipException(message)
-            raise AirflowSensorTimeout(message)
-        raise AirflowException(f"The drift trigger sent an unknown status {status!r}.")
+            self.not_met(f"No drift within {self.timeout}s (last check: {last_status}).", timeout=True)
+        if status != "new_data":
+            raise AirflowException(f"The drift trigger sent an unknown status {status!r}.")
+        return self._check_then_defer(context, float(end_time if end_time is not None else time.time()))

@@ -7,26 +7,73 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
-from airflow.sdk.exceptions import (
-    AirflowException,
-    AirflowFailException,
-    AirflowSensorTimeout,
-    AirflowSkipException,
-)
+from airflow.sdk import PokeReturnValue, conf
+from airflow.sdk.exceptions import AirflowException
 
-from airflow_mlops.core.errors import MlopsInputError, MlopsServiceError
-from airflow_mlops.triggers.validation_gate import ValidationGateTrigger, evaluate_gate
+from airflow_mlops.core.errors import MlopsInputError
+from airflow_mlops.sensors.base import MlopsSensor, raise_event_error
 
 if TYPE_CHECKING:
     import os
 
+    import pandas as pd
     from airflow.sdk import Context
 
     from airflow_mlops.core.gate import GateSpec, Verdict
+    from airflow_mlops.core.gate.spec import SourceSpec
 
 
-class ValidationGateSensor(BaseSensorOperator):
+def evaluate_gate(
+    spec: dict[str, Any],
+    model_name: str,
+    version: str,
+    *,
+    mlflow_conn_id: str = "mlflow_default",
+    prometheus_conn_id: str = "prometheus_default",
+    dvc_conn_id: str = "dvc_default",
+) -> Verdict:
+    """Resolve the connections and evaluate the gate once; records nothing.
+
+    A ``prometheus`` source uses its ``url`` when the spec gives one, else the Prometheus connection;
+    a ``holdout`` with ``rev`` and no ``repo`` reads through the DVC connection.
+
+    :param spec: the gate spec as a mapping.
+    :param model_name: registered model name.
+    :param version: candidate version.
+    :param mlflow_conn_id: MLflow connection.
+    :param prometheus_conn_id: Prometheus connection (``prometheus`` sources without a ``url``).
+    :param dvc_conn_id: DVC connection (``holdout`` sources with a ``rev``).
+    """
+    from airflow_mlops.core.gate import load_spec, run_gate
+    from airflow_mlops.core.gate.evidence import read_holdout
+    from airflow_mlops.hooks.mlflow import MlflowHook
+
+    gate = load_spec(spec)
+    prometheus = None
+    if gate.source.kind == "prometheus" and not gate.source.url:
+        from airflow_mlops.hooks.prometheus import PrometheusHook
+
+        prometheus = PrometheusHook(prometheus_conn_id).client
+
+    def load_frame(source: SourceSpec) -> pd.DataFrame:
+        if source.dvc and not source.repo:
+            from airflow_mlops.hooks.dvc import DvcHook
+
+            frame, _lineage = DvcHook(dvc_conn_id).read_dataframe(source.path, source.rev)  # type: ignore[arg-type]
+            return frame
+        return read_holdout(source)
+
+    return run_gate(
+        gate,
+        model_name,
+        version,
+        MlflowHook(mlflow_conn_id).target,
+        prometheus=prometheus,
+        frame_loader=load_frame,
+    )
+
+
+class ValidationGateSensor(MlopsSensor):
     """Gate a model version on one threshold spec, offline or online.
 
     Evidence comes from the spec's source: metrics logged on the MLflow runs, a holdout re-scored for
@@ -39,6 +86,9 @@ class ValidationGateSensor(BaseSensorOperator):
     * failed: tagged ``failed``, and the task fails at once (a decided verdict is not re-poked), or is
       skipped with ``soft_fail=True`` so that a downstream deploy is skipped;
     * pending (live evidence still too thin): poke again until ``timeout``, then fail (or skip).
+
+    A skip (``soft_fail=True``) means only "failed" or "timed out": an error (MLflow unreachable, a bad
+    spec) fails the task either way.
 
     Bad input (unknown metric, missing metric, NaN, invalid PromQL, contradictory bounds, an alias on a
     deleted version) raises :class:`~airflow_mlops.core.errors.MlopsInputError`; nothing is tagged.
@@ -114,11 +164,11 @@ class ValidationGateSensor(BaseSensorOperator):
         record_verdict(MlflowHook(self.mlflow_conn_id).target, verdict, alias)
         context["ti"].xcom_push(key="verdict", value=verdict.to_dict())
         if not verdict.passed:
-            raise AirflowFailException(verdict.summary())
+            self.not_met(verdict.summary())
         self.log.info("%s", verdict.summary())
         return verdict.to_dict()
 
-    def poke(self, context: Context) -> bool | PokeReturnValue:
+    def check(self, context: Context) -> bool | PokeReturnValue:
         """Evaluate once: record and finish a decided verdict; return False while pending."""
         verdict = self._evaluate()
         self.log.info("%s", verdict.table())
@@ -126,15 +176,15 @@ class ValidationGateSensor(BaseSensorOperator):
             return False
         return PokeReturnValue(is_done=True, xcom_value=self._finish(context, verdict))
 
-    def execute(self, context: Context) -> Any:
-        """Poke in a loop, or (deferrable) check once and hand the wait to the trigger."""
-        if not self.deferrable:
-            return super().execute(context)
+    def start_deferred(self, context: Context) -> Any:
+        """Check once and hand the wait to the trigger."""
+        from airflow_mlops.triggers.validation_gate import ValidationGateTrigger
+
         gate = self._gate()  # bad specs fail here, before any deferral
         verdict = self._evaluate()
         self.log.info("%s", verdict.table())
         if verdict.decided:
-            return self._finish_soft(context, verdict)
+            return self._finish(context, verdict)
         self.defer(
             trigger=ValidationGateTrigger(
                 spec=gate.to_dict(),
@@ -151,15 +201,6 @@ class ValidationGateSensor(BaseSensorOperator):
             timeout=timedelta(seconds=self.timeout + max(60.0, self.poke_interval * 2)),
         )
 
-    def _finish_soft(self, context: Context, verdict: Verdict) -> dict[str, Any]:
-        # Outside BaseSensorOperator.execute nothing turns a failure into a skip: do it here.
-        try:
-            return self._finish(context, verdict)
-        except AirflowFailException as e:
-            if self.soft_fail:
-                raise AirflowSkipException(str(e)) from e
-            raise
-
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger: check the event, then record the verdict or fail."""
         from airflow_mlops.core.gate import Verdict
@@ -168,19 +209,13 @@ class ValidationGateSensor(BaseSensorOperator):
             raise AirflowException(f"The gate trigger sent an unexpected event: {event!r}.")
         status = event["status"]
         if status == "error":
-            message = str(event.get("message", "unknown error"))
-            kind = event.get("error_type")
-            if kind == "input":
-                raise MlopsInputError(message)
-            if kind == "service":
-                raise MlopsServiceError(message)
-            raise AirflowException(message)
+            raise_event_error(event)
         if status == "timeout":
             last = Verdict.from_dict(event["verdict"])
-            message = f"Gate timed out after {self.timeout}s without enough evidence. {last.summary()}"
-            if self.soft_fail:
-                raise AirflowSkipException(message)
-            raise AirflowSensorTimeout(message)
+            self.not_met(
+                f"Gate timed out after {self.timeout}s without enough evidence. {last.summary()}",
+                timeout=True,
+            )
         if status != "decided" or "verdict" not in event:
             raise AirflowException(f"The gate trigger sent an unknown status {status!r}.")
         verdict = Verdict.from_dict(event["verdict"])
@@ -194,4 +229,4 @@ class ValidationGateSensor(BaseSensorOperator):
                 f"not decide {self.model_name} v{self.version}."
             )
         self.log.info("%s", verdict.table())
-        return self._finish_soft(context, verdict)
+        return self._finish(context, verdict)

@@ -1,6 +1,8 @@
 """ValidationGateTrigger: waits in the triggerer until a gate's verdict is decided (or time runs out).
 
-It runs the very evaluation the sensor's ``poke`` runs (:func:`evaluate_gate`), in a worker thread.
+It runs the very evaluation the sensor's ``poke`` runs
+(:func:`airflow_mlops.sensors.validation_gate.evaluate_gate`), in a thread. Live sources use MLflow
+clients whose stores carry their connection's credentials: no process-wide state is touched.
 """
 
 from __future__ import annotations
@@ -12,63 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_mlops.sensors.validation_gate import evaluate_gate
 from airflow_mlops.triggers.events import error_event
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from airflow_mlops.core.gate import Verdict
-    from airflow_mlops.core.gate.spec import SourceSpec
-
-
-def evaluate_gate(
-    spec: dict[str, Any],
-    model_name: str,
-    version: str,
-    *,
-    mlflow_conn_id: str = "mlflow_default",
-    prometheus_conn_id: str = "prometheus_default",
-    dvc_conn_id: str = "dvc_default",
-) -> Verdict:
-    """Resolve the connections and evaluate the gate once; records nothing.
-
-    A ``prometheus`` source uses its ``url`` when the spec gives one, else the Prometheus connection;
-    a ``holdout`` with ``rev`` and no ``repo`` reads through the DVC connection.
-
-    :param spec: the gate spec as a mapping.
-    :param model_name: registered model name.
-    :param version: candidate version.
-    :param mlflow_conn_id: MLflow connection.
-    :param prometheus_conn_id: Prometheus connection (``prometheus`` sources without a ``url``).
-    :param dvc_conn_id: DVC connection (``holdout`` sources with a ``rev``).
-    """
-    from airflow_mlops.core.gate import load_spec, run_gate
-    from airflow_mlops.core.gate.evidence import read_holdout
-    from airflow_mlops.hooks.mlflow import MlflowHook
-
-    gate = load_spec(spec)
-    prometheus = None
-    if gate.source.kind == "prometheus" and not gate.source.url:
-        from airflow_mlops.hooks.prometheus import PrometheusHook
-
-        prometheus = PrometheusHook(prometheus_conn_id).client
-
-    def load_frame(source: SourceSpec) -> pd.DataFrame:
-        if source.dvc and not source.repo:
-            from airflow_mlops.hooks.dvc import DvcHook
-
-            frame, _lineage = DvcHook(dvc_conn_id).read_dataframe(source.path, source.rev)  # type: ignore[arg-type]
-            return frame
-        return read_holdout(source)
-
-    return run_gate(
-        gate,
-        model_name,
-        version,
-        MlflowHook(mlflow_conn_id).target,
-        prometheus=prometheus,
-        frame_loader=load_frame,
-    )
 
 
 class ValidationGateTrigger(BaseTrigger):

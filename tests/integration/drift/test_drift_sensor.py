@@ -170,8 +170,8 @@ def test_current_from_dvc(airflow_db, dvc_repo, bc, tmp_path):
 
 
 def test_bad_input_fails_with_a_clear_message(airflow_db, bc, tmp_path):
+    from airflow_mlops.core.drift.evaluate import evaluate_drift
     from airflow_mlops.core.errors import MlopsInputError
-    from airflow_mlops.triggers.drift import evaluate_drift
 
     ref, cur = tmp_path / "ref.csv", tmp_path / "cur.csv"
     bc.to_csv(ref, index=False)
@@ -181,3 +181,20 @@ def test_bad_input_fails_with_a_clear_message(airflow_db, bc, tmp_path):
     spec = {"reference": {"path": str(ref)}, "current": {"path": str(cur)}, "mlflow_report": "never"}
     with pytest.raises(MlopsInputError, match=r"missing columns: \['mean radius', 'target'\]"):
         evaluate_drift(spec)
+
+
+@pytest.mark.parametrize("dag_id", ["test_drift_sensor", "test_drift_sensor_deferrable"])
+def test_errors_fail_the_task_even_with_soft_fail(airflow_db, bc, tmp_path, monkeypatch, dag_id):
+    """soft_fail=True: a skip means "no drift"; a bad profile or an unreachable MLflow fails the task."""
+    import time
+
+    bad, cur = tmp_path / "profile.json", tmp_path / "cur.csv"
+    bad.write_text('{"columns": "not a profile"')
+    bc.drop(columns="target").to_csv(cur, index=False)
+    dr = run_dag(dag_id, reference_path=str(bad), current_path=str(cur))
+    assert _ti(dr, "drift").state == "failed" and _ti(dr, "retrain").state == "upstream_failed"
+    monkeypatch.setenv(*conn_env("mlflow_default", {"conn_type": "mlflow", "host": "http://127.0.0.1:9"}))
+    started = time.monotonic()
+    dr = run_dag(dag_id, model_name="bc", current_path=str(cur))
+    assert _ti(dr, "drift").state == "failed" and _ti(dr, "retrain").state == "upstream_failed"
+    assert time.monotonic() - started < 60

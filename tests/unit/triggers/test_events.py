@@ -18,3 +18,8 @@ from airflow_mlops.triggers.events import error_event
 )
 def test_error_kinds(error, kind, message):
     assert error_event(error).payload == {"status": "error", "error_type": kind, "message": message}
+
+
+def test_messages_are_redacted():
+    event = error_event(MlopsServiceError("MLflow at http://user:hunter2@mlflow:5000 is unreachable"))
+    assert "hunter2" not in event.payload["message"] and "mlflow:5000" in event.payload["message"]
