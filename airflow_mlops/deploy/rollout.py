@@ -528,6 +528,11 @@ class Deployer:
                 )
             self._check_not_busy(state, req.op_id)
             _check_version_exists(client, req.model_name, new)
+            if self.backend.kind == "external" and not self.backend.alive({}):
+                raise MlopsServiceError(
+                    f"The external gateway at {getattr(self.backend, 'url', '?')} does not answer /health: "
+                    "start it, or fix gateway_url / the gateway connection. Nothing was changed."
+                )
             if state.handle and self._process_alive(state):
                 self._token()  # a gateway this worker cannot drive: fail before anything changes
             if same_op and op.status == "in_progress":
