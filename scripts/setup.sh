@@ -25,11 +25,14 @@ done
 
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+# The pins CI tested for this Python (constraints/, as Airflow's own constraints files pin its releases).
+pins="constraints/airflow-3.3.2-python$(.venv/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])').txt"
+[ -f "$pins" ] && constraint=(-c "$pins") || constraint=()
+stamp=".venv/.installed-$(cat pyproject.toml "${constraint[@]:1}" | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "setup: installing the package and its dependencies into .venv (about 3 minutes the first time)"
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e ".[dev]"
+  .venv/bin/pip install -q -e ".[dev]" "${constraint[@]}"
   touch "$stamp"
 fi
 echo "setup: ready (.venv/bin/python, .venv/bin/airflow)"
