@@ -380,10 +380,10 @@ class ModelLoader:
     """Loads model versions of the MLflow registry and resolves aliases to version numbers.
 
     :param target: the MLflow tracking/registry store and its credentials.
-    :param process_env: the credentials are this process's own ``MLFLOW_TRACKING_*`` variables (the
-        gateway process): every call names its store explicitly and nothing touches ``os.environ``,
-        which is shared by the requests served concurrently. False: credentials apply within
-        :meth:`MlflowTarget.activate` around each call.
+    :param process_env: this process serves this one store with its own ``MLFLOW_TRACKING_*``
+        credentials (the gateway process): MLflow's URIs are set once, here, and no load or resolve
+        touches ``os.environ``, which is shared by the requests served concurrently. False: the target
+        applies within :meth:`MlflowTarget.activate` around each call.
     :param probe_timeout: seconds the reachability check of an MLflow server waits.
     """
 
@@ -391,6 +391,12 @@ class ModelLoader:
         self.target = target
         self.process_env = process_env
         self.probe_timeout = probe_timeout
+        if process_env:
+            import mlflow
+
+            # Once, for the process's life: parts of MLflow's artifact download take no URI argument.
+            mlflow.set_tracking_uri(target.tracking_uri)
+            mlflow.set_registry_uri(target.registry_uri or target.tracking_uri)
 
     def _scope(self) -> Any:
         return contextlib.nullcontext() if self.process_env else self.target.activate()
