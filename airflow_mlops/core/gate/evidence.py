@@ -83,7 +83,17 @@ class MlflowMetricsSource:
                 f"Version {ref.version} of {ref.model_name!r} has no MLflow run, so it has no logged metrics: "
                 "use a holdout source instead."
             )
-        run = self.client.get_run(ref.run_id)
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.get_run(ref.run_id)
+        except MlflowException as e:
+            if "RESOURCE_DOES_NOT_EXIST" not in str(e.error_code):
+                raise
+            raise MlopsInputError(
+                f"The run {ref.run_id} of {ref.model_name} v{ref.version} no longer exists (deleted?), so its "
+                "metrics are gone: restore the run, gate another version, or use a holdout source."
+            ) from None
         metrics, params = run.data.metrics, run.data.params
         missing = [r.metric for r in rules if r.metric not in metrics]
         if missing:
