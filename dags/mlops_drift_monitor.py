@@ -1,7 +1,8 @@
 """Watch the champion in production: data drift in the gateway's prediction log, and its live F1.
 
 When either goes wrong, an Asset event on ``mlops://retrain/<model>`` carries the reason, and the
-retraining DAG, scheduled on that Asset, starts by itself.
+retraining DAG, scheduled on that Asset, starts by itself. With no champion yet there is nothing to
+watch: every task skips, saying so (safe to unpause).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from mlops_common import (
     PREDICTION_LOG_DIR,
     PUSHGATEWAY_CONN_ID,
     RETRAIN_REQUEST,
+    require_champion,
 )
 
 from airflow_mlops.sensors.drift import DriftSensor
@@ -26,14 +28,24 @@ with DAG(
     schedule=datetime.timedelta(hours=1),
     start_date=datetime.datetime(2024, 1, 1),
     catchup=False,
+    max_active_runs=1,
     tags=["mlops", "example"],
 ) as dag:
+
+    @task
+    def champion() -> str:
+        """The version in production; skipped (saying why) when there is none yet."""
+        return require_champion()
+
+    serving = champion()
+
+    # [START howto_drift_monitor]
     # Succeeds when the last window of production inputs drifted from the champion's training data
     # (its reference profile is logged with the model); skipped when nothing drifted before the timeout.
     drift = DriftSensor(
         task_id="detect_drift",
         model_name=MODEL,
-        model_alias="champion",
+        model_version=serving,
         prediction_log_dir=PREDICTION_LOG_DIR,
         window=DRIFT_WINDOW,
         pushgateway_conn_id=PUSHGATEWAY_CONN_ID,
@@ -42,23 +54,21 @@ with DAG(
         soft_fail=True,
     )
 
-    @task(trigger_rule="all_done")
-    def live_quality() -> dict:
+    @task
+    def live_quality(version: str) -> dict:
         """The champion's live F1 against the floor (pending while too little ground truth came back)."""
-        from airflow_mlops.hooks.mlflow import MlflowHook
-        from airflow_mlops.triggers.validation_gate import evaluate_gate
+        from airflow_mlops.sensors.validation_gate import evaluate_gate
 
-        champion = MlflowHook().get_version_by_alias(MODEL, "champion")
-        if champion is None:
-            raise AirflowSkipException(f"{MODEL} has no champion yet: nothing serves, nothing to watch.")
-        verdict = evaluate_gate(LIVE_FLOOR, MODEL, str(champion.version))
+        verdict = evaluate_gate(LIVE_FLOOR, MODEL, version)
         print(verdict.table())
         f1 = next((r.candidate for r in verdict.rows if r.metric == "f1" and r.candidate is not None), None)
-        return {"version": str(champion.version), "status": verdict.status, "f1": f1}
+        return {"version": version, "status": verdict.status, "f1": f1}
 
     @task(trigger_rule="all_done", outlets=[RETRAIN_REQUEST])
     def request_retraining(quality: dict | None, *, ti=None, outlet_events=None) -> dict:
         """Emit the retraining request, with its reasons, when drift was found or live F1 fell."""
+        if ti.xcom_pull(task_ids="champion") is None:
+            raise AirflowSkipException(f"{MODEL} has no @champion yet: nothing was watched, no retraining.")
         reasons = []
         drift_summary = ti.xcom_pull(task_ids="detect_drift")
         if drift_summary and drift_summary.get("drift_detected"):
@@ -78,4 +88,5 @@ with DAG(
         outlet_events[RETRAIN_REQUEST].extra = request
         return request
 
-    request_retraining(live_quality()).set_upstream(drift)
+    request_retraining(live_quality(serving)).set_upstream(drift)
+    # [END howto_drift_monitor]

@@ -2,6 +2,8 @@
 with DVC, then train, gate and roll out exactly as the first model was.
 
 Scheduled on the retraining Asset (the drift monitor's requests) or nightly, whichever comes first.
+With no champion yet it does nothing (the first model comes from ``mlops_train_gate_deploy``), so it is
+safe to unpause.
 """
 
 from __future__ import annotations
@@ -18,13 +20,20 @@ from mlops_common import (
     RETRAIN_REQUEST,
     TARGET,
     TRAINING,
-    release_chain,
+    canary_to_roll_back,
+    deploy_canary,
+    offline_gate,
+    online_gate,
+    promote,
+    require_champion,
+    rollback,
 )
 
 from airflow_mlops.operators.train import TrainOperator
 
 with DAG(
     "mlops_retrain",
+    max_active_runs=1,
     schedule=AssetOrTimeSchedule(
         timetable=CronTriggerTimetable("0 3 * * *", timezone="UTC"), assets=RETRAIN_REQUEST
     ),
@@ -32,6 +41,11 @@ with DAG(
     catchup=False,
     tags=["mlops", "example"],
 ) as dag:
+
+    @task
+    def champion() -> str:
+        """The model in production; skipped (saying why) when there is none: nothing to retrain."""
+        return require_champion()
 
     @task
     def snapshot_training_data(*, triggering_asset_events=None, dag_run=None) -> str:
@@ -68,5 +82,16 @@ with DAG(
     train = TrainOperator(
         task_id="train", dvc_rev="{{ ti.xcom_pull(task_ids='snapshot_training_data') }}", **TRAINING
     )
-    snapshot_training_data() >> train
-    release_chain(train)
+
+    # [START howto_retrain_chain]
+    # champion? -> snapshot -> train -> offline gate -> canary -> online gate -> promote / roll back
+    canary, live_gate = deploy_canary(), online_gate()
+    champion() >> snapshot_training_data() >> train >> offline_gate() >> canary >> live_gate >> promote()
+
+    @task.short_circuit(trigger_rule="all_done")
+    def needs_rollback(*, ti=None) -> bool:
+        """Roll back only a canary that was deployed and not passed; otherwise nothing to do."""
+        return canary_to_roll_back(ti)
+
+    [canary, live_gate] >> needs_rollback() >> rollback()
+    # [END howto_retrain_chain]

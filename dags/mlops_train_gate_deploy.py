@@ -9,8 +9,16 @@ from __future__ import annotations
 
 import datetime
 
-from airflow.sdk import DAG, Param
-from mlops_common import TRAINING, release_chain
+from airflow.sdk import DAG, Param, task
+from mlops_common import (
+    TRAINING,
+    canary_to_roll_back,
+    deploy_canary,
+    offline_gate,
+    online_gate,
+    promote,
+    rollback,
+)
 
 from airflow_mlops.operators.train import TrainOperator
 
@@ -28,4 +36,17 @@ with DAG(
     },
 ) as dag:
     train = TrainOperator(task_id="train", dvc_rev="{{ params.data_rev }}", **TRAINING)
-    release_chain(train)
+
+    # [START howto_release_chain]
+    # train -> offline gate -> canary (held, @champion unchanged) -> online gate -> promote @champion;
+    # the canary is rolled back when the online gate fails, errors or times out.
+    canary, live_gate = deploy_canary(), online_gate()
+    train >> offline_gate() >> canary >> live_gate >> promote()
+
+    @task.short_circuit(trigger_rule="all_done")
+    def needs_rollback(*, ti=None) -> bool:
+        """Roll back only a canary that was deployed and not passed; otherwise nothing to do."""
+        return canary_to_roll_back(ti)
+
+    [canary, live_gate] >> needs_rollback() >> rollback()
+    # [END howto_release_chain]

@@ -1,4 +1,4 @@
-"""Settings and the release chain shared by the example DAGs.
+"""Settings and the release steps shared by the example DAGs (each DAG file shows its own chain).
 
 Settings come from the environment so the same DAGs run in the embedded demo (a local gateway process,
 live metrics read from its ``/metrics`` page) and in the compose stack (the ``gateway`` service, live
@@ -84,44 +84,83 @@ def deploy_kwargs() -> dict:
     return {"backend": BACKEND, "port": GATEWAY_PORT, "log_dir": PREDICTION_LOG_DIR}
 
 
-def release_chain(train) -> None:  # noqa: ANN001 - a TrainOperator
-    """After ``train``: offline gate -> canary -> online gate -> promote, or roll the canary back.
+def require_champion() -> str:
+    """The version behind ``@champion``; skips the task (saying why) when there is none yet.
 
-    The first model has no champion to compare with: its canary is a plain deploy, and the change
-    rules of both gates are skipped (bounds still apply).
+    Retraining and monitoring start from a model in production: with no champion there is nothing to
+    retrain or watch, so an unpaused example does nothing until ``mlops_train_gate_deploy`` made one.
     """
-    from airflow.sdk import task
+    from airflow.sdk.exceptions import AirflowSkipException
 
-    from airflow_mlops.operators.deploy import DeployOperator
+    from airflow_mlops.hooks.mlflow import MlflowHook
+
+    champion = MlflowHook().get_version_by_alias(MODEL, "champion")
+    if champion is None:
+        raise AirflowSkipException(
+            f"{MODEL} has no @champion yet: nothing to do. Run mlops_train_gate_deploy to train, gate "
+            "and deploy a first model."
+        )
+    return str(champion.version)
+
+
+# The steps of a release, built with the examples' settings; each DAG file chains them itself.
+def offline_gate():  # noqa: ANN201 - a ValidationGateSensor
+    """The candidate's test metrics against the champion's; a failed gate skips the release."""
     from airflow_mlops.sensors.validation_gate import ValidationGateSensor
 
-    offline_gate = ValidationGateSensor(
+    return ValidationGateSensor(
         task_id="offline_gate", spec=OFFLINE_GATE, model_name=MODEL, version=CANDIDATE,
         promote_alias="challenger", soft_fail=True, poke_interval=5, timeout=120,
     )  # fmt: skip
-    canary = DeployOperator(
+
+
+def deploy_canary():  # noqa: ANN201 - a DeployOperator
+    """The candidate held at ``CANARY_SHARE`` of the traffic; ``@champion`` does not move."""
+    from airflow_mlops.operators.deploy import DeployOperator
+
+    return DeployOperator(
         task_id="deploy_canary", model_name=MODEL, version=CANDIDATE, strategy="canary",
         canary_steps=[CANARY_SHARE], step_seconds=5, promote=False, **deploy_kwargs(),
     )  # fmt: skip
-    online_gate = ValidationGateSensor(
+
+
+def online_gate():  # noqa: ANN201 - a ValidationGateSensor
+    """The canary's live quality on real traffic with ground truth; fails on a failed verdict,
+    an error or a timeout (the canary is then rolled back)."""
+    from airflow_mlops.sensors.validation_gate import ValidationGateSensor
+
+    return ValidationGateSensor(
         task_id="online_gate", spec=ONLINE_GATE, model_name=MODEL, version=CANDIDATE,
         poke_interval=10, timeout=ONLINE_GATE_TIMEOUT,
     )  # fmt: skip
 
-    @task.branch(trigger_rule="all_done")
-    def decide(version: str) -> str | None:
-        """Promote when the online gate passed, roll back when it failed; nothing ran: nothing to do."""
-        from airflow_mlops.hooks.mlflow import MlflowHook
 
-        hook = MlflowHook()
-        with hook.activate():
-            tags = hook.get_conn().get_model_version(MODEL, version).tags
-        return {"passed": "promote", "failed": "rollback"}.get(tags.get("mlops.gate.online"))
+def promote():  # noqa: ANN201 - a DeployOperator
+    """All traffic to the candidate, which becomes ``@champion``: runs only after the online gate passed."""
+    from airflow_mlops.operators.deploy import DeployOperator
 
-    promote = DeployOperator(
+    return DeployOperator(
         task_id="promote", model_name=MODEL, version=CANDIDATE, strategy="replace", validate=False,
         **deploy_kwargs(),
     )  # fmt: skip
-    rollback = DeployOperator(task_id="rollback", model_name=MODEL, action="rollback", **deploy_kwargs())
-    train >> offline_gate >> canary >> online_gate
-    online_gate >> decide(CANDIDATE) >> [promote, rollback]
+
+
+def canary_to_roll_back(ti) -> bool:  # noqa: ANN001 - the task instance
+    """True when a canary was deployed and the online gate did not pass it (failed, errored or timed
+    out); False, saying so, when nothing was deployed (e.g. training failed): nothing to do."""
+    canary = ti.xcom_pull(task_ids="deploy_canary")
+    if not canary:
+        print("No canary was deployed (an earlier step failed or was skipped): nothing to roll back.")
+        return False
+    if ti.xcom_pull(task_ids="online_gate"):
+        print("The online gate passed: the canary is promoted, nothing to roll back.")
+        return False
+    print("The online gate did not pass the held canary: rolling it back.")
+    return True
+
+
+def rollback():  # noqa: ANN201 - a DeployOperator
+    """Restore the routing and the champion from before the canary."""
+    from airflow_mlops.operators.deploy import DeployOperator
+
+    return DeployOperator(task_id="rollback", model_name=MODEL, action="rollback", **deploy_kwargs())
