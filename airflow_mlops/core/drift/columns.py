@@ -85,6 +85,8 @@ def value_counts(s: pd.Series) -> tuple[dict[Any, int], int, list[str]]:
     """Counts of the non-missing values of a column, its missing count, and the value types when
     they are mixed (the counts are then keyed by text, so ``1`` and ``"1"`` meet)."""
     vc = s.value_counts(dropna=True, sort=False)
+    if len(vc) and not vc.all():
+        vc = vc[vc > 0]  # a pandas Categorical lists its unused categories with count 0: they were not seen
     counts: dict[Any, int] = {}
     for k, v in zip(vc.index.tolist(), vc.to_numpy().tolist(), strict=True):
         k = to_native(k)
