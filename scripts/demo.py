@@ -7,7 +7,13 @@
 5. Airflow queues ``mlops_retrain`` on that Asset event; it snapshots the labelled production data
    with DVC, retrains, gates, deploys a canary, gates it on live metrics, and promotes it.
 
-Everything lives in ``.mlops/`` (git-ignored). Run: ``bash scripts/demo.sh``.
+Production traffic is fresh rows drawn from the data's distribution (``RowGenerator``, fitted on rows no
+model trains on at first), never a replayed pool: every version is judged (test split, online gate) on
+rows it never trained on, and the summary says how many rows each stage trained and was judged on.
+
+The terminal shows one line per step and the summary; everything else (DVC, MLflow, Airflow, pip in
+``demo.sh``) goes to the log file whose path is printed first. Everything lives in ``.mlops/``
+(git-ignored). Run: ``bash scripts/demo.sh``.
 """
 
 from __future__ import annotations
@@ -29,6 +35,37 @@ MODEL = os.environ.get("MLOPS_MODEL_NAME", "breast_cancer")
 # The changed world: a recalibrated instrument reads every size and shape measure 30% higher.
 SHIFT_COLUMNS = ("mean", "worst")
 SHIFT_FACTOR = 1.3
+LOG = Path(os.environ.get("MLOPS_DEMO_LOG", WORK / "demo.log")).resolve()
+
+
+class Console:
+    """The terminal gets progress lines and the summary; file descriptors 1 and 2 (this process, its
+    threads and its subprocesses: DVC, MLflow, Airflow) go to the log file."""
+
+    def __init__(self, log: Path) -> None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self.log = log
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self._terminal = os.fdopen(os.dup(1), "w", buffering=1)
+        with open(log, "a") as f:  # O_APPEND: the shared descriptors never overwrite each other
+            os.dup2(f.fileno(), 1)
+            os.dup2(f.fileno(), 2)
+
+    def say(self, text: str = "") -> None:
+        """A line on the terminal, and in the log."""
+        self._terminal.write(text + "\n")
+        print(text, flush=True)
+
+
+console: Console | None = None
+
+
+def say(text: str = "") -> None:
+    if console is None:
+        print(text, flush=True)
+    else:
+        console.say(text)
 
 
 def free_port() -> int:
@@ -65,7 +102,8 @@ def configure_environment() -> dict[str, str]:
         "MLOPS_MODEL_NAME": MODEL,
         # The gateway takes ground truth only with its feedback token: the DeployOperator hands it to the
         # gateway, the traffic simulator sends it.
-        "MLOPS_GATEWAY_FEEDBACK_TOKEN": os.environ.get("MLOPS_GATEWAY_FEEDBACK_TOKEN") or secrets.token_urlsafe(24),
+        "MLOPS_GATEWAY_FEEDBACK_TOKEN": os.environ.get("MLOPS_GATEWAY_FEEDBACK_TOKEN")
+        or secrets.token_urlsafe(24),
         "MLOPS_GATEWAY_PORT": str(free_port()),
         "MLOPS_PREDICTION_LOG_DIR": str(WORK / "predictions"),
         "MLOPS_DEPLOY_STATE_DIR": str(WORK / "deployments"),
@@ -85,7 +123,8 @@ def run(cmd: list[str], cwd: Path | None = None) -> str:
 
 
 def split_data():
-    """The first training data (60%) and the pool production traffic is drawn from (40%)."""
+    """The first training data (60%) and the rest (40%): production rows are drawn from the distribution
+    of the rest (``RowGenerator``), so no production row is a row of the first training data."""
     from sklearn.datasets import load_breast_cancer
 
     frame = load_breast_cancer(as_frame=True).frame.sample(frac=1.0, random_state=7).reset_index(drop=True)
@@ -114,12 +153,16 @@ def make_data_repo(training) -> None:  # noqa: ANN001 - a DataFrame
 class Traffic(threading.Thread):
     """Production traffic in the background: predictions with ground truth a moment later."""
 
-    def __init__(self, endpoint: str, pool) -> None:  # noqa: ANN001 - a DataFrame
+    def __init__(self, endpoint: str, world) -> None:  # noqa: ANN001 - a DataFrame
+        from airflow_mlops.simulator import RowGenerator
+
         super().__init__(name="traffic", daemon=True)
-        self.endpoint, self.pool = endpoint, pool
+        # Fresh rows each round, never a replayed pool: a version is never judged on rows it trained on.
+        self.endpoint, self.rows = endpoint, RowGenerator(world, "target", seed=11)
         self.shifts: list = []
         self.stop = threading.Event()
         self.sent = {"clean": 0, "shifted": 0, "failed": 0}
+        self.first_rows = 0
 
     def run(self) -> None:
         import httpx
@@ -133,8 +176,8 @@ class Traffic(threading.Thread):
                 time.sleep(0.5)  # no model served yet
                 continue
             shifts = list(self.shifts)
-            stats = simulate(self.endpoint, self.pool, "target", requests=40, shifts=shifts, concurrency=2,
-                             feedback_delay=0.3, seed=sum(self.sent.values()))  # fmt: skip
+            stats = simulate(self.endpoint, self.rows.sample(40), "target", requests=None, shifts=shifts,
+                             concurrency=2, feedback_delay=0.3, seed=sum(self.sent.values()))  # fmt: skip
             self.sent["shifted" if shifts else "clean"] += stats.requests - stats.failed
             self.sent["failed"] += stats.failed
 
@@ -156,7 +199,8 @@ def run_dag(dag_id: str, **conf: object) -> str:
     started = time.monotonic()
     dr = bag.dags[dag_id].test(run_conf=conf or None)
     states = {ti.task_id: str(ti.state) for ti in dr.get_task_instances()}
-    print(f"   DAG {dag_id}: {dr.state} in {time.monotonic() - started:.0f}s  {states}")
+    print(f"DAG {dag_id}: task states {states}")
+    say(f"   {dag_id}: {dr.state} in {time.monotonic() - started:.0f}s")
     if str(dr.state) != "success":
         raise SystemExit(f"{dag_id} did not succeed; task logs: {WORK / 'airflow' / 'logs'}")
     return str(dr.state)
@@ -201,8 +245,18 @@ def gateway_metrics(endpoint: str) -> dict[str, dict[str, float]]:
     return out
 
 
-def summary(endpoint: str, drift: dict) -> None:
-    """Versions and their metrics, champion history, drift share, live F1 per version; where things are."""
+def judged_live(tags: dict[str, str]) -> int | None:
+    """How many labelled live requests the online gate judged a version on (its min_samples row)."""
+    rows = json.loads(tags.get("mlops.gate.online.details", "{}")).get("rows", [])
+    counts = [
+        r.get("observed") for r in rows if r.get("check") == "min_samples" and r.get("observed") is not None
+    ]
+    return int(min(counts)) if counts else None
+
+
+def summary(endpoint: str, drift: dict, traffic: Traffic) -> None:
+    """Versions, the rows each stage trained and was judged on, metrics, champion history, drift, where
+    things are."""
     from mlflow import MlflowClient
 
     from airflow_mlops.deploy.ledger import read_history
@@ -211,36 +265,52 @@ def summary(endpoint: str, drift: dict) -> None:
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     aliases = client.get_registered_model(MODEL).aliases
     live = gateway_metrics(endpoint)
-    print(f"\nModel {MODEL}")
-    print(
-        f"  {'version':>7}  {'test f1':>7}  {'test auc':>8}  {'live f1':>7}  {'live acc':>8}  {'labelled':>8}  aliases, gates"
-    )
+    say(f"\nModel {MODEL}: rows each version trained on, and was judged on (test split, online gate)")
+    say(f"  {'version':>7}  {'trained':>7}  {'tested':>6}  {'gated live':>10}  {'test f1':>7}  {'live f1':>7}  "
+        f"{'live acc':>8}  aliases, gates")  # fmt: skip
     for mv in sorted(client.search_model_versions(f"name='{MODEL}'"), key=lambda m: int(m.version)):
-        m = client.get_run(mv.run_id).data.metrics
-        lv = live.get(str(mv.version), {})
+        run = client.get_run(mv.run_id).data
+        m, lv = run.metrics, live.get(str(mv.version), {})
         names = [a for a, v in aliases.items() if str(v) == str(mv.version)]
         gates = [
             f"{k.removeprefix('mlops.gate.')}={v}"
             for k, v in mv.tags.items()
             if k.startswith("mlops.gate.") and not k.endswith(".details")
         ]
-        print(
-            f"  {mv.version:>7}  {m.get('f1', float('nan')):7.3f}  {m.get('roc_auc', float('nan')):8.3f}  "
-            f"{lv.get('f1', float('nan')):7.3f}  {lv.get('accuracy', float('nan')):8.3f}  {int(lv.get('samples', 0)):>8}  "
-            f"{', '.join(names + gates)}"
+        gated = judged_live(mv.tags)
+        say(
+            f"  {mv.version:>7}  {run.params.get('n_train_rows', '?'):>7}  {run.params.get('n_test_rows', '?'):>6}  "
+            f"{'-' if gated is None else gated:>10}  {m.get('f1', float('nan')):7.3f}  "
+            f"{lv.get('f1', float('nan')):7.3f}  {lv.get('accuracy', float('nan')):8.3f}  {', '.join(names + gates)}"
         )
-    print("\nChampion history (promotion ledger)")
+    snapshot = run_quiet(["git", "log", "-1", "--format=%s"], WORK / "data-repo")
+    added = snapshot.split(" (", 1)[0]  # "N labelled production rows (reasons)"
+    say(
+        f"  Data: the first training file held {traffic.first_rows} rows (train + test split); retraining added {added}"
+    )
+    say(
+        f"  Traffic: {traffic.sent['clean']} clean + {traffic.sent['shifted']} shifted requests, each a fresh row drawn "
+        "from the data's distribution"
+    )
+    say("  (none replayed): every test split and online gate above judged rows its version never trained on")
+    say("\nChampion history (promotion ledger)")
     for h in read_history(client, MODEL):
-        print(
-            f"  {h['at']}  {h['action']:<8} version {h['version']:<3} from {h.get('from_version') or '-':<3} {h.get('dag_run') or ''}"
-        )
-    print(
+        say(f"  {h['at']}  {h['action']:<8} version {h['version']:<3} from {h.get('from_version') or '-':<3} "
+            f"{h.get('dag_run') or ''}")  # fmt: skip
+    say(
         f"\nDrift: {drift.get('drift_share', 0):.0%} of columns drifted -> {'; '.join(drift.get('reasons', []))}"
     )
-    print(f"\nMLflow store: {uri}  (UI: .venv/bin/mlflow ui --backend-store-uri {uri} --port 5000)")
-    print("Drift reports: MLflow experiment 'mlops-drift' in that store (JSON + HTML per check)")
-    print(f"Prediction log: {WORK / 'predictions'}; DVC data repository: {WORK / 'data-repo'}")
-    print(f"Airflow home and task logs: {WORK / 'airflow'}")
+    say(f"\nMLflow store: {uri}  (UI: .venv/bin/mlflow ui --backend-store-uri {uri} --port 5000)")
+    say("Drift reports: MLflow experiment 'mlops-drift' in that store (JSON + HTML per check)")
+    say(f"Prediction log: {WORK / 'predictions'}; DVC data repository: {WORK / 'data-repo'}")
+    say(f"Airflow home and task logs: {WORK / 'airflow'}")
+
+
+def run_quiet(cmd: list[str], cwd: Path) -> str:
+    try:
+        return run(cmd, cwd)
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
 
 
 def stop_gateway() -> None:
@@ -253,52 +323,65 @@ def stop_gateway() -> None:
     Deployer(MODEL, LocalBackend(), MlflowTarget(uri), StateStore(WORK / "deployments")).teardown()
 
 
+def reset_work() -> None:
+    """Every demo starts from nothing (but the log, which ``demo.sh`` may have begun)."""
+    WORK.mkdir(parents=True, exist_ok=True)
+    for path in WORK.iterdir():
+        if path != LOG:
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+
+
 def main() -> None:
+    global console
     started = time.monotonic()
-    if WORK.exists():
-        shutil.rmtree(WORK)  # every demo starts from nothing
-    WORK.mkdir(parents=True)
+    reset_work()
+    console = Console(LOG)
+    say(f"Embedded demo in {WORK}; details (DVC, MLflow, Airflow) in the log: {LOG}")
+    try:
+        lifecycle(started)
+    except BaseException as e:
+        say(f"FAILED: {type(e).__name__}: {e}" if not isinstance(e, SystemExit) else f"FAILED: {e}")
+        say(f"Details in the log: {LOG}")
+        raise
+
+
+def lifecycle(started: float) -> None:
     env = configure_environment()
     endpoint = f"http://127.0.0.1:{env['MLOPS_GATEWAY_PORT']}"
-    print(f"Embedded demo in {WORK}; the gateway will serve at {endpoint}")
-    training, pool = split_data()
+    say(f"0. Data: a git+DVC repository with the first training data; the gateway will serve at {endpoint}")
+    training, world = split_data()
     make_data_repo(training)
     run([sys.executable, "-m", "airflow", "db", "migrate"])
-    traffic = Traffic(endpoint, pool)
+    traffic = Traffic(endpoint, world)
+    traffic.first_rows = len(training)
     traffic.start()
     try:
-        print(
-            "1. First model: train from DVC data, offline gate, deploy, online gate on live traffic, promote"
-        )
+        say("1. First model: train from DVC data, offline gate, deploy, online gate on live traffic, promote")
         run_dag("mlops_train_gate_deploy")
-        print(
+        say(
             f"2. Serving production traffic with delayed ground truth ({traffic.sent['clean']} requests so far)"
         )
         from airflow_mlops.simulator import Shift
 
-        columns = [c for c in pool.columns if c.split(" ")[0] in SHIFT_COLUMNS]
+        columns = [c for c in world.columns if c.split(" ")[0] in SHIFT_COLUMNS]
         traffic.shifts = [Shift(c, "*", SHIFT_FACTOR) for c in columns]
-        print(
-            f"3. The world changes: {len(columns)} of {pool.shape[1] - 1} features now read {SHIFT_FACTOR}x"
-        )
+        say(f"3. The world changes: {len(columns)} of {world.shape[1] - 1} features now read {SHIFT_FACTOR}x")
         traffic.wait_for("shifted", 400)
         time.sleep(11)  # the gateway writes its prediction log every 10 s
-        print("4. Drift monitor: drift in the prediction log, and the champion's live F1")
+        say("4. Drift monitor: drift in the prediction log, and the champion's live F1")
         run_dag("mlops_drift_monitor")
         request = queued_retraining()
         if request is None:
             raise SystemExit("the drift monitor did not request retraining")
-        print(
-            f"   Airflow queued mlops_retrain on {request['asset']} from {request['source_dag']}: {request['reasons']}"
-        )
-        print("5. Retraining with the labelled production data, then canary, online gate, promotion")
+        say(f"   Airflow queued mlops_retrain on {request['asset']} from {request['source_dag']}")
+        say("5. Retraining with the labelled production data, then canary, online gate, promotion")
         run_dag("mlops_retrain", reasons=request["reasons"])
-        summary(endpoint, request)
+        summary(endpoint, request, traffic)
     finally:
         traffic.stop.set()
         traffic.join(timeout=30)
         stop_gateway()
-    print(f"\nTraffic: {traffic.sent}. Demo finished in {time.monotonic() - started:.0f}s")
+    say(f"\nDemo finished in {time.monotonic() - started:.0f}s; details in {LOG}")
 
 
 if __name__ == "__main__":
