@@ -194,6 +194,18 @@ def _check_target(y: pd.Series, target: str, task: str) -> None:
             kind = type_of_target(y)
         except ValueError:
             kind = "unknown"
+        looks_like_quantity = (
+            pd.api.types.is_numeric_dtype(y)
+            and not pd.api.types.is_bool_dtype(y)
+            and y.nunique() > MAX_INT_CLASSES
+            and float(y.value_counts().median()) < MIN_CLASS_ROWS
+        )
+        if looks_like_quantity and not kind.startswith("continuous"):
+            raise MlopsInputError(
+                f"Target column {target!r} holds {y.nunique()} distinct numbers (e.g. {examples}), most seen "
+                f"fewer than {MIN_CLASS_ROWS} times: that is a quantity, not class labels. Choose a regressor "
+                f"(e.g. {DEFAULT_ESTIMATORS['regression']}) or task='regression', or bin the target into classes."
+            )
         if kind.startswith("continuous"):
             raise MlopsInputError(
                 f"Target column {target!r} holds continuous values (e.g. {examples}), which a classifier "
@@ -346,28 +358,23 @@ def _leak(s: pd.Series, y: pd.Series, task: str) -> str | None:
         per_value, sizes = groups.nunique(), groups.size()
     except TypeError:  # unhashable values: leave them to the encoder's checks
         return None
-    if len(sizes) >= 2 and (per_value <= 1).all():
-        if len(sizes) == n_y:
-            return (
-                "its values map one-to-one onto the target's classes"
-                if task == "classification"
-                else ("its values map one-to-one onto the target's values")
-            )
-        if len(s) >= MIN_LEAK_CHECK_ROWS and sizes[sizes >= 5].sum() >= 0.8 * len(s):
-            return "each of its values always comes with the same target value"
+    pure = len(sizes) >= 2 and bool((per_value <= 1).all())
     numeric = pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
-    if not numeric or len(s) < MIN_LEAK_CHECK_ROWS or len(sizes) < 2 or not (per_value <= 1).all():
-        return None  # a tied feature value with two target values cannot be a perfect split
-    order = np.argsort(s.to_numpy(dtype=float), kind="stable")
-    ys = yv[order]
-    if task == "classification":
-        changes = int((ys[1:] != ys[:-1]).sum())
-        if changes + 1 == n_y:
+    # A tied feature value with two target values rules out every perfect map below.
+    if pure and numeric and len(s) >= MIN_LEAK_CHECK_ROWS:
+        ys = yv[np.argsort(s.to_numpy(dtype=float), kind="stable")]
+        if task == "regression":
+            steps = np.diff(ys.astype(float))
+            if (steps >= 0).all() or (steps <= 0).all():
+                return "it is a monotone function of the target"
+        elif int((ys[1:] != ys[:-1]).sum()) + 1 == n_y:
             return "a threshold on it separates the classes perfectly"
-        return None
-    steps = np.diff(ys.astype(float))
-    if (steps >= 0).all() or (steps <= 0).all():
-        return "it is a monotone function of the target"
+    # Values seen once are trivially "pure": only values that repeat tell a lookup from a coincidence.
+    repeated = sizes[sizes >= 2].sum() >= 0.5 * len(s)
+    if pure and len(sizes) == n_y and (task == "classification" or repeated):
+        return f"its values map one-to-one onto the target's {'classes' if task == 'classification' else 'values'}"
+    if pure and len(s) >= MIN_LEAK_CHECK_ROWS and sizes[sizes >= 5].sum() >= 0.8 * len(s):
+        return "each of its values always comes with the same target value"
     return None
 
 
@@ -668,7 +675,7 @@ def _check_holdout_matches(
             "the other: give both the same column types."
         )
     if task == "classification":
-        unseen = sorted(set(holdout[target].unique()) - set(df[target].unique()), key=str)
+        unseen = sorted(set(holdout[target].unique().tolist()) - set(df[target].unique().tolist()), key=str)
         if unseen:
             raise MlopsInputError(
                 f"The holdout holds classes {unseen[:10]} that the training data lacks: a model cannot "
@@ -782,7 +789,7 @@ def train_and_register(
         from airflow_mlops.core.tracking import check_reachable
 
         with mlflow_target.activate():
-            check_reachable(mlflow_target.tracking_uri)
+            check_reachable(_without_userinfo(mlflow_target.tracking_uri))
             existing = _existing_experiment(experiment)
             if existing is not None and reuse_tags:
                 reused = find_finished_run(existing, reuse_tags)
@@ -815,6 +822,17 @@ def train_and_register(
                 sample_rows=sample_rows,
                 run_name=run_name,
             )
+
+
+def _without_userinfo(uri: str) -> str:
+    """``uri`` without ``user:password@``: a reachability probe needs no credentials (and urllib would take
+    the userinfo for part of the host name)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def _check_names(model_name: str, experiment_name: str | None, serialization: str) -> None:

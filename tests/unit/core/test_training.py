@@ -81,3 +81,103 @@ def test_bad_estimators():
         train_model(df, "y", [Candidate("sklearn.linear_model.LogisticRegression", {"nope": 1})])
     with pytest.raises(MlopsInputError, match="unknown keys"):
         Candidate.parse({"estimator": "x", "parms": {}})
+
+
+def _noisy(n: int = 200, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    x1, x2 = rng.normal(size=n), rng.normal(size=n)
+    y = ((x1 + x2 + rng.normal(scale=0.7, size=n)) > 0).astype(int)
+    return pd.DataFrame({"x1": x1, "x2": x2, "c": rng.choice(list("abc"), n), "y": y})
+
+
+@pytest.mark.parametrize(
+    ("make", "how"),
+    [
+        (lambda f: f.y, "identical to the target"),
+        (lambda f: f.y.map({0: "no", 1: "yes"}), "one-to-one"),
+        (lambda f: -3.0 * f.y + np.random.default_rng(1).random(len(f)), "threshold"),
+        (
+            lambda f: "k" + (f.y * 4 + np.random.default_rng(2).integers(0, 4, len(f))).astype(str),
+            "same target value",
+        ),
+    ],
+)
+def test_a_feature_that_reproduces_the_target_is_refused(make, how):
+    df = _noisy().assign(leak=make)
+    with pytest.raises(MlopsInputError, match=rf"'leak': .*{how}.*Drop it"):
+        train_model(df, "y", [Candidate("sklearn.linear_model.LogisticRegression")])
+    # Allowed by name, it trains (it is the user's call).
+    train_model(
+        df, "y", [Candidate("sklearn.linear_model.LogisticRegression")], allow_perfect_predictors=["leak"]
+    )
+
+
+def test_leak_check_spares_real_and_random_data():
+    """No false alarm on sklearn's datasets, nor on many random features of small, unique-valued data."""
+    from sklearn.datasets import load_iris, load_wine
+
+    from airflow_mlops.core.training import find_target_leaks
+
+    for frame in (load_breast_cancer(as_frame=True).frame, load_wine(as_frame=True).frame,
+                  load_iris(as_frame=True).frame):  # fmt: skip
+        assert find_target_leaks(frame.drop(columns="target"), frame["target"], "classification") == {}
+    diabetes = load_diabetes(as_frame=True).frame
+    assert find_target_leaks(diabetes.drop(columns="target"), diabetes["target"], "regression") == {}
+    rng = np.random.default_rng(3)
+    X = pd.DataFrame(rng.normal(size=(40, 30)), columns=[f"f{i}" for i in range(30)])
+    assert find_target_leaks(X, pd.Series(rng.normal(size=40)), "regression") == {}
+    assert find_target_leaks(X, pd.Series(rng.integers(0, 2, 40)), "classification") == {}
+
+
+def test_regression_leak_is_a_monotone_map():
+    df = load_diabetes(as_frame=True).frame.assign(log_t=lambda f: np.log(f.target))
+    with pytest.raises(MlopsInputError, match="'log_t': it is a monotone function"):
+        train_model(df, "target", [Candidate("sklearn.linear_model.Ridge")])
+
+
+@pytest.mark.parametrize(
+    ("frame", "estimator", "kwargs", "message"),
+    [
+        (_noisy(3), None, {}, r"3 rows are too few.*test split holds 1 rows"),
+        (_noisy(40).assign(y=[0] * 37 + [1] * 3), None, {}, r"fewer than 5 rows \(1: 3\)"),
+        (_noisy(), "sklearn.cluster.KMeans", {}, "is a clusterer"),
+        (_noisy(), "sklearn.preprocessing.StandardScaler", {}, "is a transformer"),
+        (_noisy().assign(x1=lambda f: f.x1.where(f.index != 3, np.inf)), None, {}, "'x1' holds 1 infinite"),
+        (_noisy().assign(e=np.nan), None, {}, "'e' has no values"),
+        (
+            _noisy().assign(y=lambda f: f.x1),
+            "sklearn.linear_model.LogisticRegression",
+            {},
+            "continuous values",
+        ),
+        (_noisy(), "sklearn.linear_model.Ridge", {}, "only 2 distinct values"),
+        (_noisy(), "sklearn.linear_model.Ridge", {"task": "classification"}, "the estimator is a regressor"),
+        (_noisy(), None, {"features": ["x1", "x1"]}, "more than once"),
+        (_noisy(), None, {"features": ["x1", "y"]}, "includes the target"),
+        (
+            _noisy().assign(y=lambda f: f.y.astype(object).where(f.index % 2 == 0, "b")),
+            None,
+            {},
+            "mixes value types",
+        ),
+        (_noisy(20), None, {"test_size": 0.3}, None),  # 20 rows: 6 test, 14 train, fine
+    ],
+)
+def test_bad_data_and_estimators_are_refused_before_fitting(frame, estimator, kwargs, message):
+    cands = [Candidate(estimator)] if estimator else []
+    if message is None:
+        train_model(frame, "y", cands, **kwargs)
+        return
+    with pytest.raises(MlopsInputError, match=message):
+        train_model(frame, "y", cands, **kwargs)
+
+
+def test_fit_errors_name_the_parameters():
+    with pytest.raises(
+        MlopsInputError, match=r"failed to fit: .*penalty='l1', solver='lbfgs'.*estimator_params"
+    ):
+        train_model(
+            _noisy(),
+            "y",
+            [Candidate("sklearn.linear_model.LogisticRegression", {"penalty": "l1", "solver": "lbfgs"})],
+        )
