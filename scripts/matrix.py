@@ -76,19 +76,22 @@ class Outcome:
 
 
 def find_python(version: str) -> str:
-    """An interpreter of ``version``: on PATH, or under pyenv (``~/.pyenv/versions/X.Y.*``)."""
-    found = shutil.which(f"python{version}")
+    """An interpreter of ``version`` that runs: under pyenv (``~/.pyenv/versions/X.Y.*``) or on PATH (a
+    pyenv shim on PATH may name a version that is not selected, so each candidate is tried)."""
     pyenv = sorted(
         glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}.*/bin/python{version}")),
         key=lambda p: [int(x) for x in re.findall(r"\d+", Path(p).parts[-3])],
     )
-    found = found or (pyenv[-1] if pyenv else None)
-    if not found:
-        raise SystemExit(
-            f"matrix: no Python {version} (looked on PATH and in ~/.pyenv/versions); install it "
-            f"(e.g. `pyenv install {version}`) or run fewer legs with --legs."
-        )
-    return found
+    for candidate in [*reversed(pyenv), shutil.which(f"python{version}")]:
+        if (
+            candidate
+            and subprocess.run([candidate, "-c", "import venv"], capture_output=True).returncode == 0
+        ):
+            return candidate
+    raise SystemExit(
+        f"matrix: no Python {version} (looked in ~/.pyenv/versions and on PATH); install it "
+        f"(e.g. `pyenv install {version}`) or run fewer legs with --legs."
+    )
 
 
 def sh(cmd: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None,
@@ -187,8 +190,9 @@ def run_leg(leg: Leg, wheel: Path, refresh: bool) -> Outcome:
         check_install(py, venv, env, out.log)
         done("checks")
         sh([*pip, "install", "-q", f"{wheel}[dev]", *pins], out.log, env)
+        freeze = sh([*pip, "freeze", "--exclude-editable"], out.log, env)
+        (WORK / f"{leg.name}.freeze.txt").write_text(freeze)  # what this leg ran with
         if refresh:
-            freeze = sh([*pip, "freeze", "--exclude-editable"], out.log, env)
             write_constraints(leg, freeze)
         done("test deps")
         tree = test_tree(WORK / f"{leg.name}-tree")
