@@ -16,8 +16,6 @@ from airflow_mlops.sensors.base import MlopsSensor, raise_event_error
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-_REPORT_WHEN = ("on_drift", "always", "never")
-
 
 class DriftSensor(MlopsSensor):
     """Succeed when the current data drifted from the reference; keep poking while it has not.
@@ -149,10 +147,6 @@ class DriftSensor(MlopsSensor):
         if not self.reference_path and not self.model_name:
             raise MlopsInputError(
                 "DriftSensor needs a reference: reference_path, or model_name (+ version/alias)."
-            )
-        if self.mlflow_report not in _REPORT_WHEN:
-            raise MlopsInputError(
-                f"mlflow_report={self.mlflow_report!r} is unknown: use one of {_REPORT_WHEN}."
             )
         if self.reference_path:
             reference: dict[str, Any] = {"path": self.reference_path}

@@ -123,3 +123,10 @@ def test_poke_errors_fail_even_with_soft_fail(data, tmp_path):
     with pytest.raises(AirflowFailException, match="does not exist") as info:
         sensor.execute({})
     assert not isinstance(info.value, AirflowSkipException)
+
+
+def test_an_unknown_report_setting_fails_before_any_deferral(data):
+    sensor = _sensor(data)
+    sensor.mlflow_report = "sometimes"
+    with pytest.raises(AirflowFailException, match="mlflow_report='sometimes' is unknown"):
+        sensor.execute({})
