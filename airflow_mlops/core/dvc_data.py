@@ -76,6 +76,7 @@ def read_dvc_bytes(
             raw = f.read()
     except PathMissingError as e:
         if tracked is not None:
+            _check_remote_answers(store, path, cause(e))
             raise MlopsInputError(_never_pushed(path, shown, at, tracked, store)) from cause(e)
         raise MlopsInputError(
             f"{path!r} is not in DVC repo {shown} at revision {at}: check path and rev "
@@ -83,6 +84,7 @@ def read_dvc_bytes(
         ) from cause(e)
     except (DvcException, OSError) as e:
         if tracked is not None and _missing_data(e):
+            _check_remote_answers(store, path, cause(e))
             raise MlopsInputError(_never_pushed(path, shown, at, tracked, store)) from cause(e)
         raise MlopsServiceError(
             f"Cannot read {path} from DVC repo {shown}@{at} ({_why(e)}): check that the DVC remote "
@@ -120,6 +122,33 @@ def _remote_location(r: Any, remote: str | None) -> tuple[str, str] | None:
     if not name or name not in remotes:
         return None
     return name, str(remotes[name].get("url", ""))
+
+
+def _check_remote_answers(store: tuple[str, str] | None, path: str, cause: BaseException | None) -> None:
+    """DVC reports an HTTP remote that does not answer as missing data: tell the two apart.
+
+    :param store: the remote's name and URL.
+    :param path: the file being read, for the message.
+    :param cause: the DVC error to chain (None when it quotes credentials).
+    """
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlsplit, urlunsplit
+
+    if store is None or not store[1].startswith(("http://", "https://")):
+        return
+    parts = urlsplit(store[1])
+    probe = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))  # no credentials needed
+    try:
+        with urllib.request.urlopen(probe, timeout=5):
+            return
+    except urllib.error.HTTPError:
+        return  # it answered: the data is really not there
+    except OSError as e:
+        raise MlopsServiceError(
+            f"Cannot read {path}: the DVC remote {store[0]!r} ({redact(store[1])}) does not answer "
+            f"({redact(e)}): start it or fix its URL (`dvc remote modify`), then retry."
+        ) from cause
 
 
 def _missing_data(e: BaseException) -> bool:

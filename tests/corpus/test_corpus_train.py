@@ -232,6 +232,11 @@ def _dvc_never_pushed(d: Path) -> dict[str, Any]:
     return {"dvc": ("data/unpushed.csv", None, None), "unpushed": True}
 
 
+def _dvc_dead_http_remote(d: Path) -> dict[str, Any]:
+    return {"dvc": ("data/unpushed.csv", None, "web"), "unpushed": True,
+            "web_remote": f"http://store:{PASSWORD}@127.0.0.1:{free_port()}/dvc"}  # fmt: skip
+
+
 def _dvc_dead_git(d: Path) -> dict[str, Any]:
     return {"dvc_repo": f"https://ci:{TOKEN}@127.0.0.1:{free_port()}/org/data.git"}
 
@@ -387,6 +392,14 @@ CASES = [
         _dvc_never_pushed,
         r"tracked by DVC.*neither in the DVC cache nor on the DVC remote 'local'.*never pushed.*run `dvc push`",
     ),
+    TrainCase(
+        "dvc_http_remote_down_with_password",
+        _dvc_dead_http_remote,
+        r"DVC remote 'web' \(http://\*\*\*@127\.0\.0\.1:\d+/dvc\) does not answer.*start it or fix its URL",
+        error=MlopsServiceError,
+        dead=True,
+        secrets=(PASSWORD,),
+    ),
     TrainCase("dvc_repo_not_a_repository", _dvc_not_a_repo, r"is not a git repository with DVC.*dvc init"),
     TrainCase(
         "dvc_git_host_down_with_token",
@@ -445,6 +458,9 @@ def test_training_corpus(case: TrainCase, mlflow_server, mlflow_client, request,
     dvc_repo = request.getfixturevalue("dvc_repo") if {"dvc", "dvc_repo"} & set(kwargs) else None
     if kwargs.pop("unpushed", False):
         request.getfixturevalue("unpushed")
+    if "web_remote" in kwargs:
+        remote = ["dvc", "remote", "add", "web", kwargs.pop("web_remote")]
+        subprocess.run([sys.executable, "-m", *remote], cwd=dvc_repo["path"], check=True, capture_output=True)
     name = kwargs.pop("model_name", f"corpus-{case.id}-{uuid.uuid4().hex[:6]}")
     if "dvc" in kwargs:
         path, rev, remote = kwargs.pop("dvc")
