@@ -6,7 +6,11 @@ from airflow_mlops.core.tracking import MlflowTarget
 
 
 def register_versions(
-    tracking_uri: str, name: str, params: list[dict], experiment: str | None = None
+    tracking_uri: str,
+    name: str,
+    params: list[dict],
+    experiment: str | None = None,
+    auth: tuple[str, str] | None = None,
 ) -> list[str]:
     """Train one LogisticRegression on breast_cancer per ``params`` and register each as a version of ``name``.
 
@@ -14,6 +18,7 @@ def register_versions(
     :param name: registered model name.
     :param params: constructor parameters of each version's LogisticRegression.
     :param experiment: experiment of the runs (default: one named after the model).
+    :param auth: (username, password) for a basic-auth server.
     :return: the version numbers, in order.
     """
     from sklearn.datasets import load_breast_cancer
@@ -23,7 +28,8 @@ def register_versions(
 
     frame = load_breast_cancer(as_frame=True).frame
     versions = []
-    with MlflowTarget(tracking_uri).activate():
+    username, password = auth or (None, None)
+    with MlflowTarget(tracking_uri, username=username, password=password).activate():
         eid = ensure_experiment(experiment or f"tests-{name}")
         for p in params:
             outcome = train_model(

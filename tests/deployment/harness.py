@@ -341,7 +341,11 @@ class Airflow:
                 pass
         for proc in running:
             _stop_group(proc.pid, timeout=5)
-        return kill_marked(self.marker)
+        stragglers = kill_marked(self.marker)
+        left = marked_processes(self.marker)
+        if left:
+            raise AssertionError(f"processes of the deployment survived SIGKILL:\n{describe(left)}")
+        return stragglers
 
     # -- REST API ---------------------------------------------------------------------------------
 

@@ -45,7 +45,7 @@ def mlflow_call(
         headers={"Content-Type": "application/json",
                  "Authorization": "Basic " + base64.b64encode(f"{user}:{USERS[user]}".encode()).decode()},
     )  # fmt: skip
-    with urllib.request.urlopen(req, timeout=15) as r:
+    with urllib.request.urlopen(req, timeout=60) as r:  # hashing a password takes seconds on a busy host
         return json.loads(r.read() or b"{}")
 
 
@@ -107,7 +107,7 @@ def celery_deployment(postgres, redis_url, auth_mlflow, tmp_path_factory) -> Ite
         "AIRFLOW_CONN_MLFLOW_B": _conn(auth_mlflow, "user_b"),
         "MLOPS_GATEWAY_ADMIN_TOKEN": GATEWAY_ADMIN_TOKEN,
     }
-    celery = {"broker_url": redis_url, "result_backend": "db+" + db.replace("+psycopg2", "")}
+    celery = {"broker_url": redis_url, "result_backend": "db+" + db}
     airflow = Airflow(root, db, "CeleryExecutor", env, celery=celery)
     try:
         airflow.start_core()
@@ -148,27 +148,25 @@ def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
         yield mp
 
 
-def _admin_uri(url: str) -> str:
-    """The server's URL with admin credentials, for this test process's own MLflow client only."""
-    return url.replace("http://", f"http://admin:{USERS['admin']}@")
+ADMIN = ("admin", USERS["admin"])
 
 
 def _client(url: str):  # noqa: ANN202 - an MlflowClient
-    from mlflow import MlflowClient
+    """The test's own admin client (the deployment never sees these credentials but in connections)."""
+    from airflow_mlops.core.tracking import MlflowTarget
 
-    uri = _admin_uri(url)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return MlflowTarget(url, username=ADMIN[0], password=ADMIN[1]).client()
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 def test_a_canary_deployed_on_worker_a_is_rolled_back_on_worker_b(celery_deployment, auth_mlflow, gateway):
     af = celery_deployment
     model = f"handoff_{secrets.token_hex(3)}"
-    assert register_versions(_admin_uri(auth_mlflow), model, [{"C": 1.0}, {"C": 0.5}]) == ["1", "2"]
+    assert register_versions(auth_mlflow, model, [{"C": 1.0}, {"C": 0.5}], auth=ADMIN) == ["1", "2"]
     af.unpause("deployment_celery_handoff")
     run = af.trigger("deployment_celery_handoff", {"model": model, "gateway_url": gateway})
     seen: dict[str, set[str]] = {}
-    tis = af.wait_run("deployment_celery_handoff", run, timeout=300, seen=seen)
+    tis = af.wait_run("deployment_celery_handoff", run, timeout=480, seen=seen)
     states = {t: ti["state"] for t, ti in tis.items()}
     where = {t: (ti["hostname"], ti["queue"]) for t, ti in tis.items()}
     print(f"\nstates {states}; where {where}; seen {seen}")
@@ -232,16 +230,15 @@ def _gauges(models: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 def test_gates_with_different_credentials_each_see_their_own_in_one_triggerer(
     celery_deployment, auth_mlflow, live_page
 ):
     af = celery_deployment
     url, page = live_page
     model_a, model_b = f"cred_a_{secrets.token_hex(3)}", f"cred_b_{secrets.token_hex(3)}"
-    uri = _admin_uri(auth_mlflow)
-    register_versions(uri, model_a, [{}])
-    register_versions(uri, model_b, [{}])
+    register_versions(auth_mlflow, model_a, [{}], auth=ADMIN)
+    register_versions(auth_mlflow, model_b, [{}], auth=ADMIN)
     grant(auth_mlflow, "user_a", "registered_model", model_a, "EDIT")
     grant(auth_mlflow, "user_b", "registered_model", model_b, "EDIT")
     grant(auth_mlflow, "user_b", "registered_model", model_a, "READ")  # revoked while the gates wait
