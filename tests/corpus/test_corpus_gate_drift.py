@@ -46,8 +46,8 @@ class GateCase:
     :param model: ``main`` (v1 champion, v2, v3), ``deleted`` (champion's version deleted) or ``none``.
     :param version: the candidate version (``{nan}``: a version whose run logged f1 = NaN).
     :param extra: more arguments (``{dir}``, ``{dead}`` and ``{prometheus}`` are filled in).
-    :param tracking: ``server``, ``dead`` (an unused loopback port), ``dead_secret`` (with userinfo) or
-        ``unset``.
+    :param tracking: ``server``, ``dead`` (an unused loopback port), ``dead_secret`` (with userinfo),
+        ``hung`` (accepts, never answers), ``prometheus`` (an HTTP server that is not MLflow) or ``unset``.
     :param exit_code: the expected exit code.
     :param dead: a dead service is involved: the run must end within DEAD_SERVICE_SECONDS.
     """
@@ -130,6 +130,15 @@ GATE_CASES = [
              tracking="dead", dead=True),
     GateCase("mlflow_down_credentials_in_url", GOOD_SPEC, r"MLflow at http://\*\*\*@127\.0\.0\.1:\d+ is unreachable",
              tracking="dead_secret", dead=True),
+    GateCase("mlflow_hung", GOOD_SPEC,
+             r"MLflow at http://127\.0\.0\.1:\d+ is unreachable \(.*timed out.*\): start the MLflow server",
+             tracking="hung", dead=True),
+    GateCase("tracking_uri_not_mlflow", GOOD_SPEC,
+             r"http://127\.0\.0\.1:\d+ has no MLflow REST API .*point the tracking URI at an MLflow tracking server",
+             tracking="prometheus", dead=True),
+    GateCase("prometheus_hung", PROM_SPEC,
+             r"Prometheus at http://127\.0\.0\.1:\d+ cannot be reached \(.*timed out.*within 3s\)",
+             extra=("--prometheus-url", "http://127.0.0.1:{hung}"), dead=True),
     GateCase("prometheus_down", PROM_SPEC,
              r"Prometheus at http://127\.0\.0\.1:\d+ cannot be reached .*start the server, or fix its URL",
              extra=("--prometheus-url", "http://127.0.0.1:{dead}"), dead=True),
@@ -169,6 +178,17 @@ def corpus_models(mlflow_server: str) -> dict[str, Any]:
             "none": f"corpus-no-such-model-{uuid.uuid4().hex[:6]}"}  # fmt: skip
 
 
+@pytest.fixture
+def hung_port():
+    """A loopback port that accepts connections (the kernel's backlog) but never answers: a hung server."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield sock.getsockname()[1]
+
+
 def registry_state(client, name: str) -> dict[str, Any]:
     """Every alias and tag of a registered model and its versions (empty when the model does not exist)."""
     from mlflow.exceptions import MlflowException
@@ -204,8 +224,10 @@ def test_gate_cli_corpus(case: GateCase, corpus_models, mlflow_server, tmp_path,
     name = corpus_models[case.model]
     dead = str(free_port())
     values = {"dir": str(tmp_path), "dead": dead}
-    if "{prometheus}" in " ".join(case.extra):
+    if "{prometheus}" in " ".join(case.extra) or case.tracking == "prometheus":
         values["prometheus"] = request.getfixturevalue("prometheus").url
+    if case.tracking == "hung" or "{hung}" in " ".join(case.extra):
+        values["hung"] = str(request.getfixturevalue("hung_port"))
     if case.spec is not None:
         path = tmp_path / case.spec_name
         content = case.spec if isinstance(case.spec, bytes) else _fill(case.spec, **values)
@@ -219,6 +241,8 @@ def test_gate_cli_corpus(case: GateCase, corpus_models, mlflow_server, tmp_path,
         "server": mlflow_server,
         "dead": f"http://127.0.0.1:{dead}",
         "dead_secret": f"http://ci:{SECRET}@127.0.0.1:{dead}",
+        "hung": f"http://127.0.0.1:{values.get('hung')}",
+        "prometheus": values.get("prometheus"),
         "unset": None,
     }[case.tracking]
     args = ["gate", "--spec", spec_arg, "--model", name, "--version", version]

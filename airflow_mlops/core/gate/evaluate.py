@@ -365,6 +365,11 @@ def mlflow_errors(target: MlflowTarget) -> Iterator[None]:
                 f"MLflow at {where} refused the request ({text}): check MLFLOW_TRACKING_USERNAME/PASSWORD "
                 "or MLFLOW_TRACKING_TOKEN (or the connection's login)."
             ) from None
+        if code == "ENDPOINT_NOT_FOUND" or "error code 404" in text:
+            raise MlopsServiceError(
+                f"{where} has no MLflow REST API (HTTP 404 for an MLflow request): point the tracking URI at "
+                "an MLflow tracking server (e.g. http://mlflow:5000)."
+            ) from None
         if _not_found(e):
             raise MlopsInputError(
                 f"MLflow has no such object ({text}): check the model name and version."
