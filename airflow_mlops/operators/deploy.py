@@ -348,7 +348,9 @@ class DeployOperator(BaseOperator):
                 return self._done(deployer.deploy(request))
             return self._next(deployer, request, deployer.start(request))
 
-    def _next(self, deployer: Deployer, request: DeployRequest, progress: Progress) -> dict[str, Any]:
+    def _next(
+        self, deployer: Deployer, request: DeployRequest, progress: Progress, deferred: int = 0
+    ) -> dict[str, Any]:
         """Finish, or defer the held stage to the trigger (resuming in :meth:`execute_complete`)."""
         import time
         from datetime import timedelta
@@ -359,7 +361,7 @@ class DeployOperator(BaseOperator):
             # Nothing to hold: judge the stage at once (no deferral round trip).
             progress = deployer.finish_stage(request, progress.stage, deployer.watch(progress.watch))
         if progress.result is not None:
-            return self._done(progress.result)
+            return {**self._done(progress.result), "deferred_stages": deferred}
         w = progress.watch
         assert w is not None
         self.defer(
@@ -375,13 +377,18 @@ class DeployOperator(BaseOperator):
                 poll_interval=float(self.poll_interval),
             ),  # fmt: skip
             method_name="execute_complete",
-            kwargs={"version": w.version, "stage": progress.stage},
+            kwargs={"version": w.version, "stage": progress.stage, "deferred": deferred + 1},
             timeout=timedelta(seconds=w.hold_seconds + 600),
         )
         raise AssertionError("defer() returned")  # pragma: no cover
 
     def execute_complete(
-        self, context: Context, event: dict[str, Any] | None = None, version: str = "", stage: int = 0
+        self,
+        context: Context,
+        event: dict[str, Any] | None = None,
+        version: str = "",
+        stage: int = 0,
+        deferred: int = 0,
     ) -> dict[str, Any]:
         """Resume after a held stage: judge it (rolling back on failure), then go on or finish."""
         with _errors():
@@ -398,8 +405,10 @@ class DeployOperator(BaseOperator):
             self._op_id = self._ids(context)[0]
             deployer = self._deployer()
             request = self._request(context, str(event.get("version") or version))
-            progress = deployer.finish_stage(request, int(event.get("stage", stage)), problem)
-            return self._next(deployer, request, progress)
+            stage = int(event.get("stage", stage))
+            progress = deployer.finish_stage(request, stage, problem)
+            # dag.test() replaces the deferral kwargs by the event: stages before this one deferred too.
+            return self._next(deployer, request, progress, max(deferred, stage + 1))
 
     def on_kill(self) -> None:
         """Leave routing consistent: an interrupted deploy gets the routing from before it back."""
