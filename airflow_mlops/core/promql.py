@@ -57,6 +57,19 @@ class PromClient:
                 f"Prometheus URL {redact(self.base_url)!r} is not an http(s) URL: give e.g. "
                 "http://prometheus:9090."
             )
+        parts = urllib.parse.urlsplit(self.base_url)
+        if parts.username is not None:
+            # urllib would take "user:pw@host" for the host name: move the userinfo into the headers.
+            netloc = parts.netloc.rpartition("@")[2]
+            object.__setattr__(self, "base_url", urllib.parse.urlunsplit(parts._replace(netloc=netloc)))
+            if self.username is None and self.token is None:
+                user = urllib.parse.unquote(parts.username)
+                password = urllib.parse.unquote(parts.password) if parts.password is not None else None
+                if password is None:
+                    object.__setattr__(self, "token", user)
+                else:
+                    object.__setattr__(self, "username", user)
+                    object.__setattr__(self, "password", password)
         if (
             isinstance(self.timeout, bool)
             or not isinstance(self.timeout, int | float)
