@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -11,7 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.core.data import check_unique_columns
 from airflow_mlops.core.errors import MlopsInputError
-from airflow_mlops.core.metrics import greater_is_better, score_model
+from airflow_mlops.core.metrics import (
+    CLASSIFICATION_METRICS,
+    REGRESSION_METRICS,
+    greater_is_better,
+    score_model,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -182,6 +188,11 @@ def _check_target(y: pd.Series, target: str, task: str) -> None:
     from sklearn.utils.multiclass import type_of_target
 
     examples = ", ".join(repr(v) for v in y.drop_duplicates().head(3).tolist())
+    numeric = pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y)
+    if numeric and not np.isfinite(y.to_numpy(dtype=float)).all():
+        raise MlopsInputError(
+            f"Target column {target!r} holds infinite values: drop those rows or replace them with finite numbers."
+        )
     if task == "classification":
         if y.dtype == object:
             kinds = {type(v).__name__ for v in y.head(10_000)}
@@ -221,10 +232,6 @@ def _check_target(y: pd.Series, target: str, task: str) -> None:
         raise MlopsInputError(
             f"Target column {target!r} holds labels (e.g. {examples}), which a regressor cannot learn: "
             f"choose a classifier (e.g. {DEFAULT_ESTIMATORS['classification']}) or task='classification'."
-        )
-    if not np.isfinite(y.to_numpy(dtype=float)).all():
-        raise MlopsInputError(
-            f"Target column {target!r} holds infinite values: drop those rows or replace them with finite numbers."
         )
     n = y.nunique()
     if n <= 2:
@@ -612,6 +619,11 @@ def train_model(
             ) from e
     check_target_leaks(X_train, y_train, task, target, allow_perfect_predictors)
     metric = selection_metric or ("f1" if task == "classification" else "rmse")
+    known = CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
+    if len(candidates) > 1 and metric not in known:
+        raise MlopsInputError(
+            f"Selection metric {metric!r} is not a {task} metric ({', '.join(known)}): fix `selection_metric`."
+        )
     scores: list[dict[str, Any]] = []
     best = 0
     if len(candidates) > 1:
@@ -811,17 +823,39 @@ def train_and_register(
             )
             # Only now, with a fitted and scored model, does anything get created.
             experiment_id = existing or ensure_experiment(experiment, mlflow_target.artifact_location)
-            return log_model_run(
-                outcome,
-                model_name=model_name,
-                experiment_id=experiment_id,
-                dataset=data,
-                tags={**(tags or {}), **(reuse_tags or {})},
-                params={"test_size": test_size, "random_state": random_state, **(params or {})},
-                serialization=serialization,
-                sample_rows=sample_rows,
-                run_name=run_name,
-            )
+            with _quiet_run_urls(mlflow_target.tracking_uri):
+                return log_model_run(
+                    outcome,
+                    model_name=model_name,
+                    experiment_id=experiment_id,
+                    dataset=data,
+                    tags={**(tags or {}), **(reuse_tags or {})},
+                    params={"test_size": test_size, "random_state": random_state, **(params or {})},
+                    serialization=serialization,
+                    sample_rows=sample_rows,
+                    run_name=run_name,
+                )
+
+
+@contextmanager
+def _quiet_run_urls(tracking_uri: str) -> Iterator[None]:
+    """MLflow writes each run's URL straight to stdout, past any log masking: with credentials in the
+    tracking URI, silence it for this task's run (the variable is restored after)."""
+    if _without_userinfo(tracking_uri) == tracking_uri:
+        yield
+        return
+    from mlflow.environment_variables import MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT
+
+    name = MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT.name
+    saved = os.environ.get(name)
+    os.environ[name] = "true"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = saved
 
 
 def _without_userinfo(uri: str) -> str:
@@ -836,15 +870,15 @@ def _without_userinfo(uri: str) -> str:
 
 
 def _check_names(model_name: str, experiment_name: str | None, serialization: str) -> None:
-    from mlflow.exceptions import MlflowException
-    from mlflow.utils.validation import _validate_model_name
-
     from airflow_mlops.core.model_logging import SERIALIZATIONS
 
-    try:
-        _validate_model_name(model_name)
-    except MlflowException as e:
-        raise MlopsInputError(f"{e.message} Fix `registered_model_name` (e.g. 'breast_cancer').") from None
+    if not isinstance(model_name, str) or not model_name.strip():
+        raise MlopsInputError(f"`registered_model_name` must be a non-empty name, not {model_name!r}.")
+    if "/" in model_name or ":" in model_name:  # MLflow's own rule: models:/<name>/<version> URIs
+        raise MlopsInputError(
+            f"Model name {model_name!r} cannot contain '/' or ':' (they separate parts of models:/ URIs): "
+            "fix `registered_model_name` (e.g. 'team-model')."
+        )
     if experiment_name is not None and not str(experiment_name).strip():
         raise MlopsInputError(
             "`experiment_name` is empty: give a name, or leave it unset to use the model's."
@@ -929,6 +963,8 @@ def redacted_errors(tracking_uri: str = "") -> Iterator[None]:
             fix = (
                 "fix the value it names" if kind is MlopsInputError else "check the server and the connection"
             )
+            if code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):  # a retry sends the same credentials
+                kind, fix = MlopsInputError, "fix the connection's login and password (or token)"
             err = kind(f"MLflow at {redact(tracking_uri)} failed: {redact(e)}: {fix}.")
             if _chain_has_secret(e):
                 raise err from None

@@ -122,7 +122,7 @@ def test_model_selection_keeps_the_best_candidate(
 def test_bad_input_fails_clearly_and_registers_nothing(
     airflow_db, mlflow_conn, mlflow_client, tmp_path, model_name, capfd, case, conf, message
 ):
-    frame = pd.DataFrame({"x": range(40), "c": ["a", "b"] * 20, "target": [0, 1] * 20})
+    frame = pd.DataFrame({"x": range(40), "c": ["a", "b", "c", "d"] * 10, "target": ([0] * 3 + [1] * 2) * 8})
     variants = {
         "single_class": frame.assign(target=1),
         "empty": frame.head(0),

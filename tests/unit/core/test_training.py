@@ -160,6 +160,12 @@ def test_regression_leak_is_a_monotone_map():
             {},
             "mixes value types",
         ),
+        (
+            _noisy().assign(y=lambda f: f.x1.where(f.index != 5, np.inf)),
+            None,
+            {},
+            "Target column 'y' holds infinite",
+        ),
         (_noisy(20), None, {"test_size": 0.3}, None),  # 20 rows: 6 test, 14 train, fine
     ],
 )
@@ -181,3 +187,9 @@ def test_fit_errors_name_the_parameters():
             "y",
             [Candidate("sklearn.linear_model.LogisticRegression", {"penalty": "l1", "solver": "lbfgs"})],
         )
+
+
+def test_unknown_selection_metric_is_refused_before_fitting():
+    cands = [Candidate("sklearn.linear_model.LogisticRegression"), Candidate("sklearn.dummy.DummyClassifier")]
+    with pytest.raises(MlopsInputError, match="'rmse' is not a classification metric"):
+        train_model(_noisy(), "y", cands, selection_metric="rmse")
