@@ -377,10 +377,12 @@ class Gateway:
                         f"Cannot save the gateway state file {s.state_file} ({e}): free the disk or fix "
                         "--state-file."
                     ) from None
+            # Still under the load lock: changes apply in the order they loaded. The swap is one
+            # reference assignment, the only thing the swap lock guards.
+            async with self._swap_lock:
+                self.swap(new)
         finally:
             self._load_lock.release()
-        async with self._swap_lock:
-            self.swap(new)
         return new
 
     # --- request handling ------------------------------------------------------------------------

@@ -126,8 +126,14 @@ class PredictionLogWriter:
             else:
                 # Make room by dropping the oldest rows held (whole tables or requests).
                 while self._held_rows + n_rows > self.max_pending_rows and (self._tables or self._pending):
+                    need = self._held_rows + n_rows - self.max_pending_rows
                     if self._tables:
-                        gone = self._tables.popleft()[1].num_rows
+                        key, table = self._tables[0]
+                        if table.num_rows > need:  # the oldest rows of the oldest table (zero-copy)
+                            self._tables[0] = (key, table.slice(need))
+                            gone = need
+                        else:
+                            gone = self._tables.popleft()[1].num_rows
                     else:
                         gone = self._pending.popleft().n_rows
                     self._held_rows -= gone

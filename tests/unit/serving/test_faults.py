@@ -79,10 +79,10 @@ def slow_model(bc_frame) -> LoadedModel:
     """A real fitted pipeline with a step that takes 1.5 s on big batches (it stands for a heavy model)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import FunctionTransformer
+    from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
     X, y = bc_frame.drop(columns="target"), bc_frame["target"]
-    pipe = make_pipeline(FunctionTransformer(_slow), LogisticRegression(max_iter=5000)).fit(X, y)
+    pipe = make_pipeline(FunctionTransformer(_slow), StandardScaler(), LogisticRegression()).fit(X, y)
     return LoadedModel(name="bc", version="1", estimator=pipe, columns=())
 
 
