@@ -224,7 +224,9 @@ def start_gateway(
         (root / "deployment.json").write_text(json.dumps(config))
         args += ["--config", str(root / "deployment.json")]
     env = {
-        k: v for k, v in os.environ.items() if k not in ("MLOPS_GATEWAY_ADMIN_TOKEN", "MLOPS_GATEWAY_FEEDBACK_TOKEN")
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MLOPS_GATEWAY_ADMIN_TOKEN", "MLOPS_GATEWAY_FEEDBACK_TOKEN")
     }
     if admin_token is not None:
         env["MLOPS_GATEWAY_ADMIN_TOKEN"] = admin_token

@@ -25,8 +25,16 @@ def served_model(mlflow_server, model_name, tmp_path):
 
 def test_feedback_arrives_and_a_shift_hurts_live_accuracy(served_model):
     url, frame, name = served_model
-    clean = simulate(url, frame, "target", requests=120, feedback_delay=0.2, concurrency=3, seed=1,
-                     feedback_token=FEEDBACK_TOKEN)
+    clean = simulate(
+        url,
+        frame,
+        "target",
+        requests=120,
+        feedback_delay=0.2,
+        concurrency=3,
+        seed=1,
+        feedback_token=FEEDBACK_TOKEN,
+    )
     assert clean.failed == 0 and clean.feedback_sent == 120 and clean.feedback_failed == 0
     (version,) = clean.served
     assert clean.accuracy()[version] > 0.9

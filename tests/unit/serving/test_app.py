@@ -48,7 +48,12 @@ def make_client(bc_models, tmp_path):
     clients = []
 
     def make(config: dict | None = None, **settings) -> TestClient:
-        opts = {"admin_token": TOKEN, "feedback_token": FEEDBACK_TOKEN, "log_dir": str(tmp_path / "log"), **settings}
+        opts = {
+            "admin_token": TOKEN,
+            "feedback_token": FEEDBACK_TOKEN,
+            "log_dir": str(tmp_path / "log"),
+            **settings,
+        }
         app = create_app(
             GatewaySettings(**opts),
             config=DeploymentConfig.parse(config) if config else None,

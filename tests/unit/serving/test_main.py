@@ -58,7 +58,9 @@ def test_a_truncated_state_file_is_named_kept_aside_and_the_config_serves(tmp_pa
         loaded = startup_config(str(state), str(config))
     assert loaded.versions == ["7"]
     assert not state.exists() and (tmp_path / "deployment.json.corrupt").read_text() == json.dumps(GOOD)[:25]
-    assert str(state) in caplog.text and "deployment.json.corrupt" in caplog.text and str(config) in caplog.text
+    assert (
+        str(state) in caplog.text and "deployment.json.corrupt" in caplog.text and str(config) in caplog.text
+    )
 
 
 def test_a_corrupt_state_file_without_a_config_is_a_clear_error(tmp_path, capsys):
