@@ -96,6 +96,26 @@ def tag_version(client: MlflowClient, name: str, version: str | int, tags: dict[
 PROMOTION_HISTORY_TAG = "mlops.promotion_history"
 
 
+def _history_beyond(tags: dict[str, str], version: str) -> bool:
+    """Whether the promotion history tag records anything but ``version`` itself deployed from nothing
+    (a first model held as a canary for its online gate is still a new model)."""
+    import json
+
+    raw = tags.get(PROMOTION_HISTORY_TAG)
+    if not raw:
+        return False
+    try:
+        entries = json.loads(raw)
+    except ValueError:
+        return True
+    if not isinstance(entries, list):
+        return True
+    return any(
+        not isinstance(e, dict) or str(e.get("version")) != version or e.get("from_version") not in (None, "")
+        for e in entries
+    )
+
+
 def signs_of_history(client: MlflowClient, name: str, version: str | int) -> list[str]:
     """Why ``name`` is not a new model as seen from ``version``: other live versions, version numbers
     below it (MLflow numbers versions from 1, so they existed once), or a promotion ledger.
@@ -121,6 +141,6 @@ def signs_of_history(client: MlflowClient, name: str, version: str | int) -> lis
     ):
         earlier = "version 1" if int(version) == 2 else f"versions 1 to {int(version) - 1}"
         signs.append(f"{earlier} existed before v{version}")
-    if (model.tags or {}).get(PROMOTION_HISTORY_TAG):
+    if _history_beyond(model.tags or {}, str(version)):
         signs.append(f"it has a promotion history (tag {PROMOTION_HISTORY_TAG})")
     return signs

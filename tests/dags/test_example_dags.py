@@ -173,9 +173,11 @@ def test_the_closed_loop_runs_by_itself(mlflow_server, model_name, tmp_path):
     versions = {mv.version: mv for mv in client.search_model_versions(f"name='{model_name}'")}
     assert set(versions) == {"1", "2"}
     assert client.get_registered_model(model_name).aliases["champion"] == "2"
+    # Every version, the first too, is held as a canary and becomes @champion only after its online gate.
     assert [(h["action"], h["version"]) for h in read_history(client, model_name)] == [
+        ("deploy", "1"),
         ("promote", "1"),
-        ("deploy", "2"),  # the canary, held for the online gate
+        ("deploy", "2"),
         ("promote", "2"),
     ]
     v2 = client.get_model_version(model_name, "2")
