@@ -85,7 +85,6 @@ def _model_reference(target: MlflowTarget, name: str, ref: dict[str, Any]) -> tu
 
     from airflow_mlops.core import registry
     from airflow_mlops.core.redact import redact
-
     from airflow_mlops.core.tracking import check_reachable
 
     check_reachable(target.tracking_uri, timeout=5)  # MLflow's own client would retry for minutes
