@@ -724,7 +724,8 @@ class Deployer:
         self._rollback_after_failure(state, client, req, previous, reason)
         raise RolledBackError(
             f"Deploy of {req.model_name} version {req.version} ({req.strategy}) failed a health check and "
-            f"was rolled back to {_describe(previous)}: {reason}"
+            f"was rolled back to {_describe(previous)}: {reason}. Fix the cause (the gateway log, the version's "
+            "errors) and deploy again in a new run."
         )
 
     def _rollback_after_failure(
