@@ -75,3 +75,11 @@ def test_feedback_with_a_wrong_token_is_refused_and_never_counted(served_model):
     with GatewayClient(url) as client:
         metrics = parse_metrics(client.metrics_text())
     assert not [k for k in metrics if k[0] == "mlops_gateway_feedback_total"]
+
+
+def test_the_feedback_token_comes_from_the_environment(served_model, monkeypatch):
+    """Without an explicit token the simulator (its GatewayClient) sends ``$MLOPS_GATEWAY_FEEDBACK_TOKEN``."""
+    url, frame, name = served_model
+    monkeypatch.setenv("MLOPS_GATEWAY_FEEDBACK_TOKEN", FEEDBACK_TOKEN)
+    stats = simulate(url, frame, "target", requests=4, feedback_delay=0.0, concurrency=1, seed=4)
+    assert stats.feedback_sent == 4 and stats.feedback_failed == 0, stats.errors
