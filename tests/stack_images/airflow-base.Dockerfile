@@ -11,7 +11,7 @@ ARG WHEELS_URL
 ARG AIRFLOW_VERSION=3.3.2
 ARG AIRFLOW_UID=50000
 USER root
-COPY requirements-airflow.txt constraints.txt airflow-entrypoint.sh /tmp/stack/
+COPY requirements-airflow.txt airflow-entrypoint.sh /tmp/stack/
 # policy-rc.d: no package may start a service inside the build container.
 RUN set -eu; \
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 0755 /usr/sbin/policy-rc.d; \
@@ -35,7 +35,8 @@ USER ${AIRFLOW_UID}:0
 RUN set -eu; \
     pip install --no-cache-dir --disable-pip-version-check --no-index \
         --find-links "${WHEELS_URL:?the wheelhouse URL}" \
-        "apache-airflow==${AIRFLOW_VERSION}" -r /tmp/stack/requirements-airflow.txt -c /tmp/stack/constraints.txt; \
+        --no-deps -r /tmp/stack/requirements-airflow.txt; \
+    pip check; \
     airflow version
 WORKDIR /opt/airflow
 EXPOSE 8080

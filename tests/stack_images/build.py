@@ -194,14 +194,30 @@ def wheelhouse(pins: str) -> Path:
     return folder
 
 
-def lock(folder: Path) -> str:
-    """``name==version`` of every wheel in the wheelhouse: one resolved set, so the images' pip (Debian's
-    pip 23 at first) has nothing left to resolve or backtrack over."""
-    pins = set()
-    for wheel in folder.glob("*.whl"):
-        name, version = wheel.name.split("-")[:2]
-        pins.add(f"{name.replace('_', '-').lower()}=={version}")
-    return "\n".join(sorted(pins)) + "\n"
+def resolve(folder: Path, requirements: list[str]) -> str:
+    """The complete set (``name==version`` lines) that ``requirements`` need, resolved here, offline,
+    from the wheelhouse alone. The images install exactly that with ``--no-deps``: nothing is left for
+    their pip to resolve (pip backtracked for many minutes over the packages already in the base)."""
+    import json
+    import tempfile
+
+    out = folder / f"lock-{_hash(*requirements)}.txt"
+    if out.exists():
+        return out.read_text()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "report.json"
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "-q", "--no-index",
+             "--find-links", str(folder), "--report", str(report), *requirements],
+            capture_output=True, text=True, timeout=600, env={**env, "PIP_CONFIG_FILE": os.devnull},
+        )  # fmt: skip
+        if proc.returncode != 0:
+            raise BuildError(f"resolving {requirements} from the wheelhouse failed: {proc.stderr[-3000:]}")
+        items = json.loads(report.read_text())["install"]
+    pins = sorted(f"{i['metadata']['name'].lower()}=={i['metadata']['version']}" for i in items)
+    out.write_text("\n".join(pins) + "\n")
+    return out.read_text()
 
 
 @contextmanager
@@ -309,9 +325,10 @@ def build_all(env: dict[str, str] | None = None) -> list[Built]:
     wheel_names = sorted(p.name for p in wheels.glob("*.whl"))
     done.append(Built(f"wheelhouse ({len(wheel_names)} wheels)", True, time.monotonic() - started))
     generated = {
-        "constraints.txt": lock(wheels),
-        "requirements-python.txt": "\n".join(PYTHON_REQUIREMENTS) + "\n",
-        "requirements-airflow.txt": "\n".join(AIRFLOW_REQUIREMENTS) + "\n",
+        "requirements-python.txt": resolve(wheels, PYTHON_REQUIREMENTS),
+        "requirements-airflow.txt": resolve(
+            wheels, [*PYTHON_REQUIREMENTS, f"apache-airflow=={AIRFLOW_VERSION}", *AIRFLOW_REQUIREMENTS]
+        ),
     }
     ctx = _context("bases", generated)
     with serve(wheels) as url:

@@ -9,14 +9,16 @@ ARG BASE_IMAGE=airflow-mlops-base:bookworm
 FROM ${BASE_IMAGE}
 ARG WHEELS_URL
 ARG AIRFLOW_UID=50000
-COPY requirements-python.txt constraints.txt /tmp/stack/
+# requirements-python.txt: every package pinned, resolved by build.py from the wheelhouse (--no-deps).
+COPY requirements-python.txt /tmp/stack/
 RUN set -eu; \
     python3 -m venv /opt/venv; \
     /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-index \
-        --find-links "${WHEELS_URL:?the wheelhouse URL}" --upgrade pip -c /tmp/stack/constraints.txt; \
+        --find-links "${WHEELS_URL:?the wheelhouse URL}" --upgrade pip; \
     /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-index \
         --find-links "${WHEELS_URL:?the wheelhouse URL}" \
-        -r /tmp/stack/requirements-python.txt -c /tmp/stack/constraints.txt; \
+        --no-deps -r /tmp/stack/requirements-python.txt; \
+    /opt/venv/bin/pip check; \
     chown -R "${AIRFLOW_UID}:0" /opt/venv; \
     chmod -R g+rwX /opt/venv; \
     rm -rf /tmp/stack
