@@ -210,3 +210,28 @@ def test_rollback_of_a_held_canary_only_when_it_is_held(two_versions, deployers,
     assert again.reused and again.served_versions == [v1]
     with pytest.raises(MlopsInputError, match="no earlier routing"):
         dep.rollback(model_name, op_id="rb-3")
+
+
+def test_abort_restores_routing_and_the_gateway_gets_its_feedback_token(
+    two_versions, deployers, records, mlflow_client, model_name
+):
+    """What on_kill does: a canary interrupted while held gets the routing from before it back. The
+    feedback token reaches the gateway by environment and is never in the state of record."""
+    import json
+
+    v1, v2 = two_versions
+    dep = deployers("abort", feedback_token="fb-Secret-123")
+    first = dep.deploy(DeployRequest(model_name, v1, validate=False))
+    env = open(f"/proc/{first.handle['pid']}/environ", "rb").read().split(b"\0")
+    assert b"MLOPS_GATEWAY_FEEDBACK_TOKEN=fb-Secret-123" in env
+    progress = dep.start(DeployRequest(model_name, v2, strategy="canary", canary_steps=(0.5,), step_seconds=60,
+                                       validate=False, op_id="killed"))  # fmt: skip
+    assert progress.watch is not None and dep.status()["config"]["strategy"] == "canary"
+    assert not dep.abort("another-op")  # not the holder: nothing happens
+    assert dep.abort("killed")
+    state, _ = dep.records.load("abort")
+    assert state.config["routes"] == [{"version": v1, "weight": 1.0}] and state.op.status == "rolled_back"
+    assert _served(first.endpoint, records) == {v1}
+    assert alias_version(mlflow_client, model_name, CHAMPION) == v1
+    assert "fb-Secret" not in json.dumps(state.to_json())
+    assert ledger.read_history(mlflow_client, model_name)[-1]["reason"] == "the task was killed"
