@@ -159,7 +159,7 @@ def test_tree(dest: Path) -> Path:
     return dest
 
 
-def run_leg(leg: Leg, wheel: Path, refresh: bool) -> Outcome:
+def run_leg(leg: Leg, wheel: Path, refresh: bool, reuse: bool = False) -> Outcome:
     out = Outcome(leg, log=WORK / f"{leg.name}.log")
     out.log.write_text(f"leg {leg.name}\n")
     venv, home = WORK / leg.name, WORK / f"{leg.name}-home"
@@ -181,11 +181,19 @@ def run_leg(leg: Leg, wheel: Path, refresh: bool) -> Outcome:
             raise RuntimeError(
                 f"no constraints file {leg.constraints}: run scripts/matrix.py --refresh-constraints"
             )
-        shutil.rmtree(venv, ignore_errors=True)
         shutil.rmtree(home, ignore_errors=True)
-        sh([find_python(leg.python), "-m", "venv", str(venv)], out.log)
-        # A clean virtualenv with only Airflow and the wheel with its extras, as a user installs them.
-        sh([*pip, "install", "-q", f"apache-airflow=={leg.airflow}", f"{wheel}[all]", *pins], out.log, env)
+        if reuse and py.exists():
+            # A developer's re-run: the leg's virtualenv as the last run left it, with this wheel put in.
+            sh([*pip, "install", "-q", "--no-deps", "--force-reinstall", str(wheel)], out.log, env)
+        else:
+            shutil.rmtree(venv, ignore_errors=True)
+            sh([find_python(leg.python), "-m", "venv", str(venv)], out.log)
+            # A clean virtualenv with only Airflow and the wheel with its extras, as a user installs them.
+            sh(
+                [*pip, "install", "-q", f"apache-airflow=={leg.airflow}", f"{wheel}[all]", *pins],
+                out.log,
+                env,
+            )
         done("install")
         check_install(py, venv, env, out.log)
         done("checks")
@@ -227,7 +235,7 @@ def check_install(py: Path, venv: Path, env: dict[str, str], log: Path) -> None:
         "assert 'site-packages' in airflow_mlops.__file__, airflow_mlops.__file__\n"
         "from airflow.dag_processing.dagbag import DagBag\n"
         "sys.path.insert(0, sys.argv[1])\n"
-        "bag = DagBag(dag_folder=sys.argv[1], include_examples=False)\n"
+        "bag = DagBag(dag_folder=sys.argv[1])\n"
         "assert not bag.import_errors, bag.import_errors\n"
         "print('DAGS:' + ','.join(sorted(bag.dags)))\n"
     )
@@ -291,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--legs", nargs="*", help=f"leg names (default: all of {[leg.name for leg in LEGS]})")
     p.add_argument("--refresh-constraints", action="store_true", help="resolve afresh, rewrite constraints/")
     p.add_argument("--parallel", type=int, default=2, help="legs at once (default 2: one per core here)")
+    p.add_argument("--reuse-venvs", action="store_true",
+                   help="keep the legs' virtualenvs from the last run and put only the new wheel in (not clean: "
+                   "for iterating; CI makes them afresh)")  # fmt: skip
     args = p.parse_args(argv)
     legs = [leg for leg in LEGS if not args.legs or leg.name in args.legs]
     if not legs:
@@ -312,7 +323,9 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
-        outcomes = list(pool.map(lambda leg: run_leg(leg, wheel, args.refresh_constraints), legs))
+        outcomes = list(
+            pool.map(lambda leg: run_leg(leg, wheel, args.refresh_constraints, args.reuse_venvs), legs)
+        )
     print(table(outcomes, build_s, time.monotonic() - started), flush=True)
     return 0 if all(o.ok for o in outcomes) else 1
 
