@@ -45,6 +45,7 @@ RECORD_TAG = "mlops.record"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _CHUNK = 6000  # MLflow's param value limit
 _MAX_CHUNKS = 90  # log_batch takes 100 params
+_MOVED = "_mlops_moved_to_generation"
 
 
 def default_state_dir() -> Path:
@@ -206,10 +207,17 @@ class CasRecord:
         self.key = key
         self.artifact_location = artifact_location
         self._run_id: str | None = None
+        self._gen = 0  # the run generation in use (a new run every ROLL_AFTER revisions)
+        self._base = 0  # the last revision before this generation
+        self._resolved = False  # whether the newest generation was looked up
+
+    # Revisions per run before the record moves to a new run, so that no run's params grow without end.
+    ROLL_AFTER = 200
 
     @property
     def _anchor(self) -> str:
-        return f"{STATE_EXPERIMENT}/{self.kind}/{self.key}"
+        base = f"{STATE_EXPERIMENT}/{self.kind}/{self.key}"
+        return base if self._gen == 0 else f"{base}/gen-{self._gen}"
 
     def _find_run(self) -> str | None:
         exp = self.client.get_experiment_by_name(self._anchor)
@@ -244,6 +252,11 @@ class CasRecord:
             self.client.create_experiment(
                 self._anchor, self.artifact_location, tags={"mlops.run_id": run.info.run_id}
             )
+            if self._gen > 0:  # readers start here next time instead of walking every full run
+                first = self.client.get_experiment_by_name(f"{STATE_EXPERIMENT}/{self.kind}/{self.key}")
+                self.client.set_experiment_tag(
+                    first.experiment_id, "mlops.latest_generation", f"{self._gen} {self._base}"
+                )
             return run.info.run_id
         except MlflowException:
             winner = self._find_run()
@@ -257,6 +270,56 @@ class CasRecord:
         if run_id is None:
             return {}
         return self.client.get_run(run_id).data.params
+
+    def _follow(self, collect: bool = False) -> tuple[int, Any, list[Any]]:
+        """Walk the generations to the newest: ``(revision, value, every value if collect)``."""
+        self._resolved = True
+        if not collect and self._gen == 0:
+            self._jump_to_hint()
+        rev, value, values = self._base, None, []
+        while True:
+            params = self._params()
+            run_rev, run_value = self._latest(params)
+            if collect:
+                values += [self._unwrap(v) for v in self._all(params)]
+            if run_rev:
+                rev, value = run_rev, run_value
+            elif value is None and self._gen > 0:
+                # The hinted run holds nothing yet (its first writer is still writing, or died): the
+                # state is in the marker that moved the record; walk from the first run.
+                self._gen, self._base, self._run_id, rev = 0, 0, None, 0
+                continue
+            if isinstance(value, dict) and set(value) == {_MOVED, "state"} and value[_MOVED] > self._gen:
+                # This run is full: its last revision moved the record on (and carries its state).
+                self._gen, self._base, self._run_id = int(value[_MOVED]), rev, None
+                value = {_MOVED: -1, "state": value["state"]}  # followed: keep walking from the new run
+                continue
+            return rev, self._unwrap(value), values
+
+    def _jump_to_hint(self) -> None:
+        """Start at the generation the first anchor's hint names (a hint only: the walk goes on from it)."""
+        exp = self.client.get_experiment_by_name(f"{STATE_EXPERIMENT}/{self.kind}/{self.key}")
+        hint = (exp.tags.get("mlops.latest_generation") if exp is not None else None) or ""
+        try:
+            gen, base = (int(x) for x in hint.split())
+        except ValueError:
+            return
+        self._gen, self._base, self._run_id = gen, base, None
+
+    @staticmethod
+    def _unwrap(value: Any) -> Any:
+        return value["state"] if isinstance(value, dict) and set(value) == {_MOVED, "state"} else value
+
+    @staticmethod
+    def _all(params: dict[str, str]) -> list[Any]:
+        out = []
+        for rev in sorted(int(k[4:]) for k in params if k.startswith("rev.") and k[4:].isdigit()):
+            try:
+                _nonce, n = params[f"rev.{rev}"].split()
+                out.append(json.loads("".join(params[f"state.{rev}.{i}"] for i in range(int(n)))))
+            except (KeyError, ValueError):
+                continue
+        return out
 
     @staticmethod
     def _latest(params: dict[str, str]) -> tuple[int, Any]:
@@ -272,19 +335,13 @@ class CasRecord:
 
     def read(self) -> tuple[int, Any]:
         """``(revision, value)`` of the highest complete revision; ``(0, None)`` when never written."""
-        return self._latest(self._params())
+        rev, value, _ = self._follow()
+        return rev, value
 
     def read_all(self) -> list[Any]:
-        """Every complete revision's value, oldest first (an append-only log)."""
-        params = self._params()
-        out = []
-        for rev in sorted(int(k[4:]) for k in params if k.startswith("rev.") and k[4:].isdigit()):
-            try:
-                _nonce, n = params[f"rev.{rev}"].split()
-                out.append(json.loads("".join(params[f"state.{rev}.{i}"] for i in range(int(n)))))
-            except (KeyError, ValueError):
-                continue
-        return out
+        """Every complete revision's value, oldest first (an append-only log), across runs."""
+        self._gen, self._base, self._run_id = 0, 0, None
+        return self._follow(collect=True)[2]
 
     def write(self, rev: int, value: Any) -> None:
         """Write revision ``rev`` (the read revision + 1) as one batch.
@@ -295,6 +352,15 @@ class CasRecord:
         from mlflow.entities import Param
         from mlflow.exceptions import MlflowException
 
+        if not self._resolved:
+            self._follow()  # write into the newest run generation
+        if rev <= self._base:
+            raise StateConflictError(
+                f"The {self.kind} record {self.key!r} was changed by another operation meanwhile (revision "
+                f"{rev} is taken): read it again and retry."
+            )
+        if rev - self._base >= self.ROLL_AFTER:
+            value = {_MOVED: self._gen + 1, "state": value}  # the last revision of this run
         text = json.dumps(value, sort_keys=True, separators=(",", ":"))
         chunks = [text[i : i + _CHUNK] for i in range(0, len(text), _CHUNK)] or [""]
         if len(chunks) > _MAX_CHUNKS:
@@ -328,9 +394,7 @@ class CasRecord:
         :return: the revision written.
         """
         for _ in range(attempts):
-            rev = max(
-                (int(k[4:]) for k in self._params() if k.startswith("rev.") and k[4:].isdigit()), default=0
-            )
+            rev, _value = self.read()
             try:
                 self.write(rev + 1, value)
                 return rev + 1
@@ -348,6 +412,7 @@ class DeploymentRecords:
     def __init__(self, target: MlflowTarget) -> None:
         self.target = target
         self._client: MlflowClient | None = None
+        self._records: dict[str, CasRecord] = {}
 
     @property
     def client(self) -> MlflowClient:
@@ -357,7 +422,12 @@ class DeploymentRecords:
         return self._client
 
     def _record(self, name: str) -> CasRecord:
-        return CasRecord(self.client, "deployment", check_name(name), self.target.artifact_location)
+        # One record object per name: a save writes into the run generation its load found.
+        if name not in self._records:
+            self._records[name] = CasRecord(
+                self.client, "deployment", check_name(name), self.target.artifact_location
+            )
+        return self._records[name]
 
     def load(self, name: str) -> tuple[DeploymentState | None, int]:
         """``(state, revision)``; ``(None, revision)`` when never deployed or torn down."""

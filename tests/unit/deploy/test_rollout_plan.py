@@ -186,3 +186,32 @@ def test_concurrent_writers_of_one_revision_exactly_one_wins(tmp_path):
     assert len(winners) == 1 and outcomes.count("conflict") == 5, outcomes
     rev, value = CasRecord(target.client(), "deployment", "bc").read()
     assert rev == 2 and f"won-{value['writer']}" == winners[0]
+
+
+def test_records_move_to_a_new_run_when_one_fills_up(tmp_path, monkeypatch):
+    """Growth is bounded per run: every ROLL_AFTER revisions the record moves to a new run (the last
+    revision of the full run carries the state); readers, fresh ones too, find the newest; the ledger's
+    log reads across runs; conflicts still hold across the move."""
+    from airflow_mlops.deploy.state import CasRecord, DeploymentRecords, StateConflictError
+
+    monkeypatch.setattr(CasRecord, "ROLL_AFTER", 3)
+    target = _sqlite_target(tmp_path)
+    records = DeploymentRecords(target)
+    rev = 0
+    for port in range(1, 9):
+        state, rev = records.load("bc")
+        assert (state.port if state else None) == (port - 1 if port > 1 else None)
+        records.save(DeploymentState("bc", "m", "local", port=port), "bc", rev)
+    fresh = DeploymentRecords(target)
+    state, rev = fresh.load("bc")
+    assert (state.port, rev) == (8, 8)
+    with pytest.raises(StateConflictError):
+        DeploymentRecords(target).save(DeploymentState("bc", "m", "local", port=0), "bc", 7)
+    client = target.client()
+    exp = client.get_experiment_by_name("mlops-deployments")
+    runs = client.search_runs([exp.experiment_id], filter_string="tags.`mlops.record` = 'deployment/bc'")
+    assert len(runs) >= 3 and all(len(r.data.params) <= 2 * 4 for r in runs)
+    log = CasRecord(client, "ledger", "m")
+    for i in range(7):
+        log.append({"i": i})
+    assert CasRecord(client, "ledger", "m").read_all() == [{"i": i} for i in range(7)]
