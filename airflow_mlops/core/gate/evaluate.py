@@ -390,6 +390,7 @@ def probe_mlflow(target: MlflowTarget, timeout: float = PROBE_TIMEOUT) -> None:
     from airflow_mlops.core.tracking import check_reachable
 
     for uri in dict.fromkeys([target.tracking_uri, target.registry_uri or target.tracking_uri]):
+        uri = _without_userinfo(uri)  # urllib would take "user:pw@host" for the host name
         try:
             check_reachable(uri, timeout=timeout)
         except MlopsServiceError as e:
@@ -399,6 +400,38 @@ def probe_mlflow(target: MlflowTarget, timeout: float = PROBE_TIMEOUT) -> None:
                 "the MLflow server, or fix the tracking URI (--tracking-uri, MLFLOW_TRACKING_URI or the "
                 "connection's host)."
             ) from None
+        if _no_mlflow_api(uri, timeout):
+            raise MlopsServiceError(
+                f"{redact(uri)} has no MLflow REST API (HTTP 404 for an MLflow request): point the tracking "
+                "URI at an MLflow tracking server (e.g. http://mlflow:5000)."
+            )
+
+
+def _without_userinfo(uri: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if not parts.scheme.startswith("http") or "@" not in parts.netloc:
+        return uri
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def _no_mlflow_api(uri: str, timeout: float) -> bool:
+    """True when an HTTP server answers 404 to MLflow's registry API: it is not an MLflow server (with a
+    server behind auth the answer is 401/403, and anything else is left to the real request)."""
+    import urllib.error
+    import urllib.request
+
+    if not uri.startswith(("http://", "https://")):
+        return False
+    try:
+        url = f"{uri.rstrip('/')}/api/2.0/mlflow/registered-models/search?max_results=1"
+        with urllib.request.urlopen(url, timeout=timeout):
+            return False
+    except urllib.error.HTTPError as e:
+        return e.code == 404
+    except (OSError, ValueError):
+        return False
 
 
 def run_gate(
