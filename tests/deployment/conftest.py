@@ -3,12 +3,25 @@ test module builds its own Airflow deployment on them (see ``harness.py``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.deployment.harness import Postgres, start_redis
 from tests.servers import stop
+
+
+@pytest.fixture(scope="session")
+def tier_dir() -> Iterator[Callable[[str], Path]]:
+    """``tier_dir(name)``: a new folder for a deployment's home, DAGs and logs, outside pytest's
+    numbered temp folders (which concurrent pytest sessions on one host prune while a deployment
+    still runs from them); removed at the end of the session."""
+    root = Path(tempfile.mkdtemp(prefix="mlops-deployment-tier-"))
+    yield lambda name: Path(tempfile.mkdtemp(prefix=f"{name}-", dir=root))
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -20,8 +33,8 @@ def postgres() -> Iterator[Postgres]:
 
 
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def redis_url(tier_dir: Callable[[str], Path]) -> Iterator[str]:
     """URL of a running Debian ``redis-server`` on a free loopback port (the Celery broker)."""
-    proc, url = start_redis(tmp_path_factory.mktemp("redis"))
+    proc, url = start_redis(tier_dir("redis"))
     yield url
     stop(proc)

@@ -61,11 +61,11 @@ def revoke(url: str, user: str, resource_type: str, resource_id: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def auth_mlflow(tmp_path_factory) -> Iterator[str]:
+def auth_mlflow(tier_dir) -> Iterator[str]:
     """A real ``mlflow server --app-name basic-auth`` where users see nothing unless granted."""
     import os
 
-    root = tmp_path_factory.mktemp("mlflow-basic-auth")
+    root = tier_dir("mlflow-basic-auth")
     ini = root / "basic_auth.ini"
     ini.write_text(
         "[mlflow]\ndefault_permission = NO_PERMISSIONS\n"
@@ -97,9 +97,9 @@ def _conn(url: str, user: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def celery_deployment(postgres, redis_url, auth_mlflow, tmp_path_factory) -> Iterator[Airflow]:
+def celery_deployment(postgres, redis_url, auth_mlflow, tier_dir) -> Iterator[Airflow]:
     """api-server, scheduler, dag-processor, triggerer and two Celery workers (``queue_a``, ``queue_b``)."""
-    root = tmp_path_factory.mktemp("celery-executor")
+    root = tier_dir("celery-executor")
     db = postgres.create_database("airflow_celery")
     env = {
         "AIRFLOW_CONN_MLFLOW_DEFAULT": _conn(auth_mlflow, "admin"),
@@ -129,13 +129,11 @@ def celery_deployment(postgres, redis_url, auth_mlflow, tmp_path_factory) -> Ite
 
 
 @pytest.fixture(scope="module")
-def gateway(auth_mlflow, tmp_path_factory, monkeypatch_module) -> Iterator[str]:
+def gateway(auth_mlflow, tier_dir, monkeypatch_module) -> Iterator[str]:
     """An external gateway (a service every worker reaches), reading models as admin."""
     monkeypatch_module.setenv("MLFLOW_TRACKING_USERNAME", "admin")
     monkeypatch_module.setenv("MLFLOW_TRACKING_PASSWORD", USERS["admin"])
-    proc, url = start_gateway(
-        tmp_path_factory.mktemp("gateway"), auth_mlflow, admin_token=GATEWAY_ADMIN_TOKEN
-    )
+    proc, url = start_gateway(tier_dir("gateway"), auth_mlflow, admin_token=GATEWAY_ADMIN_TOKEN)
     monkeypatch_module.delenv("MLFLOW_TRACKING_USERNAME")
     monkeypatch_module.delenv("MLFLOW_TRACKING_PASSWORD")
     yield url
@@ -191,8 +189,9 @@ def test_a_canary_deployed_on_worker_a_is_rolled_back_on_worker_b(celery_deploym
 
     with GatewayClient(gateway, admin_token=GATEWAY_ADMIN_TOKEN) as gw:
         config = gw.get_deployment()
-    served = {str(m["version"]): float(m.get("weight", 0)) for m in config["models"]}
+    served = {str(r["version"]): float(r["weight"]) for r in config["routes"]}
     assert {v: w for v, w in served.items() if w > 0} == {"1": 1.0}, config
+    assert str(config.get("champion")) == "1", config
     assert _client(auth_mlflow).get_registered_model(model).aliases.get("champion") == "1"
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.deployment.harness import Airflow
-from tests.servers import free_port
+from tests.servers import free_port, start_mlflow_server, stop
 
 EXAMPLES = ["mlops_train_gate_deploy", "mlops_drift_monitor", "mlops_retrain"]
 # The release chain both training DAGs run; each must succeed (the rollback is skipped).
@@ -122,9 +122,17 @@ class Traffic(threading.Thread):
 
 
 @pytest.fixture(scope="module")
-def deployment(postgres, mlflow_server, tmp_path_factory) -> Iterator[dict]:
+def mlflow_server(tier_dir) -> Iterator[str]:
+    """A real MLflow server of this module, its store in the tier's folder (not pytest's temp folders)."""
+    proc, url = start_mlflow_server(tier_dir("mlflow"))
+    yield url
+    stop(proc)
+
+
+@pytest.fixture(scope="module")
+def deployment(postgres, mlflow_server, tier_dir) -> Iterator[dict]:
     """The example DAGs on a real LocalExecutor deployment, with their data, MLflow and traffic."""
-    root = tmp_path_factory.mktemp("local-executor")
+    root = tier_dir("local-executor")
     repo, pool = make_data(root)
     model = f"deploy_tier_{secrets.token_hex(3)}"
     gateway_port = free_port()
@@ -169,7 +177,7 @@ def _columns(pool: Path, prefixes: tuple[str, ...] = ("mean", "worst")) -> list[
     return [c for c in header if c.split(" ")[0] in prefixes]
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1500)  # set-up included; every wait inside has its own bound
 def test_the_example_dags_close_the_loop_on_a_real_scheduler(deployment, mlflow_server):
     af: Airflow = deployment["airflow"]
     model, traffic = deployment["model"], deployment["traffic"]
