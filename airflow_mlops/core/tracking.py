@@ -226,15 +226,22 @@ def check_reachable(tracking_uri: str, timeout: float = 10.0) -> None:
     """
     import urllib.error
     import urllib.request
+    from urllib.parse import urlsplit, urlunsplit
+
+    from airflow_mlops.core.redact import redact
 
     if not tracking_uri.startswith(("http://", "https://")):
         return
+    # urllib reads ``user:pw@host`` as a host name: probe the bare URL (/health needs no credentials).
+    parts = urlsplit(tracking_uri)
+    bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
     try:
-        with urllib.request.urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=timeout):
+        with urllib.request.urlopen(f"{bare.rstrip('/')}/health", timeout=timeout):
             return
     except urllib.error.HTTPError:
         return  # it answered (maybe behind auth): reachable
     except OSError as e:
         raise MlopsServiceError(
-            f"MLflow at {tracking_uri} is unreachable ({e}): start the server or fix the connection's host."
-        ) from e
+            f"MLflow at {redact(tracking_uri)} is unreachable ({redact(e)}): start the server or fix the "
+            "connection's host."
+        ) from None

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseHook
 
 from airflow_mlops.core import registry
+from airflow_mlops.core.errors import MlopsInputError
 from airflow_mlops.core.tracking import MlflowTarget
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ class MlflowHook(BaseHook):
         extra = conn.extra_dejson
         host = (conn.host or "").strip()
         if not host:
-            raise ValueError(
+            raise MlopsInputError(
                 f"Connection {self.mlflow_conn_id!r} has no host: set it to the MLflow tracking URI."
             )
         if "://" not in host and not host.startswith(("file:", "databricks")):

@@ -6,6 +6,8 @@ from typing import Any
 
 from airflow.sdk import BaseHook
 
+from airflow_mlops.core.errors import MlopsInputError
+
 
 class PushgatewayHook(BaseHook):
     """Push metrics to a Prometheus Pushgateway.
@@ -30,7 +32,7 @@ class PushgatewayHook(BaseHook):
         conn = self.get_connection(self.pushgateway_conn_id)
         host = (conn.host or "").strip().rstrip("/")
         if not host:
-            raise ValueError(
+            raise MlopsInputError(
                 f"Connection {self.pushgateway_conn_id!r} has no host: set it to the Pushgateway URL."
             )
         if "://" not in host:
