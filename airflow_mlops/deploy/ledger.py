@@ -93,6 +93,20 @@ def _recent(history: list[dict[str, Any]]) -> str:
     return json.dumps(kept, sort_keys=True)
 
 
+def _set_version_tag(client: MlflowClient, model_name: str, version: str, key: str, value: str) -> None:
+    """Set a version tag; two writers creating the same tag at once make the SQL store's insert fail
+    once (a unique-key race inside MLflow): the second try updates the row the first writer made."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(3):
+        try:
+            client.set_model_version_tag(model_name, version, key, value)
+            return
+        except MlflowException as e:
+            if ("UNIQUE constraint" not in str(e) and "IntegrityError" not in str(e)) or attempt == 2:
+                raise
+
+
 def record(client: MlflowClient, model_name: str, entry: LedgerEntry) -> list[dict[str, Any]]:
     """Add ``entry`` to the ledger: tags on its version, an append to the model's log of record (never
     trimmed; concurrent writers each get their own revision), and the derived recent-history tag.
@@ -102,7 +116,7 @@ def record(client: MlflowClient, model_name: str, entry: LedgerEntry) -> list[di
     item = entry.to_dict()
     tags = {f"{VERSION_TAG_PREFIX}{k}": str(v) for k, v in item.items() if k != "version"}
     for key, value in tags.items():
-        client.set_model_version_tag(model_name, entry.version, key, value)
+        _set_version_tag(client, model_name, entry.version, key, value)
     log = _log(client, model_name)
     log.append(item)
     # The tag is a view of the log: rewrite it until what it shows is what the log holds, so that a
