@@ -14,10 +14,8 @@ import asyncio
 import gc
 import hmac
 import logging
-import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -35,8 +33,9 @@ from airflow_mlops.serving.client import ADMIN_TOKEN_ENV, FEEDBACK_TOKEN_ENV
 from airflow_mlops.serving.config import DeploymentConfig
 from airflow_mlops.serving.feedback_log import FeedbackLogWriter
 from airflow_mlops.serving.live_metrics import LiveMetrics
-from airflow_mlops.serving.prediction_log import PredictionLogWriter
+from airflow_mlops.serving.prediction_writer import PredictionLogWriter
 from airflow_mlops.serving.routing import BanditStats, Router
+from airflow_mlops.serving.shadow import ShadowWorker
 
 if TYPE_CHECKING:
     import numpy as np
@@ -135,124 +134,6 @@ class GatewayBusy(MlopsServiceError):
 
 # Models that answered recently, kept for feedback joins after a swap (beyond it: 410 Gone).
 MODELS_KEPT = 32
-_UNKNOWN = object()
-
-
-class ShadowWorker:
-    """Scores shadow copies in a thread, in micro-batches: every ``interval`` seconds it takes what
-    queued up and scores it with one predict call per version.
-
-    The request path only appends to a deque (no lock, no wake-up), and one predict of many rows
-    costs about as much as one of a single row, so shadow mode stays cheap under load.
-
-    :param metrics: where shadow counts go.
-    :param maxsize: copies waiting at most; more are dropped and counted.
-    :param interval: seconds between micro-batches.
-    """
-
-    def __init__(self, metrics: LiveMetrics, maxsize: int, interval: float = 0.1) -> None:
-        self.metrics = metrics
-        self.maxsize = maxsize
-        self.interval = interval
-        self.processed = 0
-        self._items: deque[tuple[LoadedModel, Any, np.ndarray]] = deque()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="shadow", daemon=True)
-        self._thread.start()
-
-    def submit(
-        self, model: LoadedModel, records: list[dict[str, Any]], batch: Batch, champion_preds: np.ndarray
-    ) -> None:
-        """Queue a copy for ``model``; drop it (counted) when the queue is full.
-
-        :param model: the shadow version.
-        :param records: the request's records.
-        :param batch: the champion's validated input, reused when the shadow takes the same columns.
-        :param champion_preds: what the champion answered.
-        """
-        if len(self._items) >= self.maxsize:
-            self.metrics.shadow_dropped.labels(model.name, model.version).inc()
-            return
-        same_input = (
-            batch.matrix is not None and model.uses_matrix_path and batch.names == model.feature_names
-        )
-        self._items.append((model, batch if same_input else records, champion_preds))
-
-    @property
-    def pending(self) -> int:
-        """Copies waiting to be scored."""
-        return len(self._items)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._drain()
-        self._drain()
-
-    def _drain(self) -> None:
-        items = []
-        pop = self._items.popleft
-        while True:
-            try:
-                items.append(pop())
-            except IndexError:
-                break
-        if items:
-            self._score(items)
-
-    def _score(self, items: list[tuple[LoadedModel, Any, np.ndarray]]) -> None:
-        by_model: dict[int, list[tuple[LoadedModel, Any, np.ndarray]]] = {}
-        for it in items:
-            by_model.setdefault(id(it[0]), []).append(it)
-        for group in by_model.values():
-            model = group[0][0]
-            try:
-                agree = self._agreement(model, group)
-            except MlopsInputError:
-                # Some inputs do not fit the shadow's signature: score one by one, misfits disagree.
-                agree = 0
-                for item in group:
-                    try:
-                        agree += self._agreement(model, [item])
-                    except MlopsInputError:
-                        pass
-            except Exception:  # noqa: BLE001 - a broken shadow must never hurt the champion's traffic
-                log.exception("Shadow version %s/%s failed to predict", model.name, model.version)
-                agree = 0
-            self.metrics.shadow_requests.labels(model.name, model.version).inc(len(group))
-            if agree:
-                self.metrics.shadow_agreement.labels(model.name, model.version).inc(agree)
-            self.processed += len(group)
-
-    @staticmethod
-    def _agreement(model: LoadedModel, group: list[tuple[LoadedModel, Any, np.ndarray]]) -> int:
-        """Predict the group's rows in one call per input kind; count requests whose predictions all match."""
-        import numpy as np
-
-        from airflow_mlops.serving.models import Batch
-
-        agree = 0
-        matrices = [it for it in group if isinstance(it[1], Batch)]
-        records = [it for it in group if not isinstance(it[1], Batch)]
-        for part in (matrices, records):
-            if not part:
-                continue
-            if part is matrices:
-                stacked = np.vstack([b.matrix for _, b, _ in part])
-                preds, _ = model.predict(Batch(part[0][1].names, len(stacked), matrix=stacked))
-                sizes = [b.n_rows for _, b, _ in part]
-            else:
-                preds, _ = model.predict(model.batch([r for _, recs, _ in part for r in recs]))
-                sizes = [len(recs) for _, recs, _ in part]
-            # Row-wise equality, then one AND per request over its rows, all vectorised.
-            equal = np.asarray(preds == np.concatenate([champ for _, _, champ in part]), dtype=bool)
-            starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
-            agree += int(np.logical_and.reduceat(equal, starts).sum())
-        return agree
-
-    def close(self) -> None:
-        """Score what is queued, then stop."""
-        self._stop.set()
-        self._thread.join(timeout=30)
 
 
 class Gateway:
@@ -401,6 +282,173 @@ class Gateway:
         while len(self.served) > MODELS_KEPT:
             del self.served[next(iter(self.served))]
 
+    def count_request(self, status: int, version: str = "none") -> None:
+        """Count a predict request answered with ``status`` (e.g. refused before a version was chosen)."""
+        dep = self.deployment
+        self.metrics.requests.labels(dep.config.model_name if dep else "none", version, str(status)).inc()
+
+    async def predict(self, body: Any, started: float | None = None) -> dict[str, Any]:
+        """Route a parsed ``/predict`` body to a version, score it, remember it for feedback, log it,
+        queue its shadow copies and count it.
+
+        :param body: ``{"inputs": record | [records], "key": optional sticky key}``.
+        :param started: ``time.perf_counter()`` when the request arrived (default: now), for the latency.
+        :returns: the answer: request id, model name and version, predictions (and probabilities).
+        :raises HttpError: the body is malformed (422), too big (413), nothing is deployed (503), or the
+            model failed (500); counted under its status.
+        """
+        start = time.perf_counter() if started is None else started
+        dep = self.deployment
+        version = "none"
+        try:
+            if dep is None:
+                raise HttpError(503, "No model is deployed yet: wait for /ready or PUT /admin/deployment.")
+            records, key = self._records(body, dep.config.sticky_key)
+            version = dep.router.choose(key)
+            model = dep.models[version]
+            if len(records) > self.settings.offload_rows:
+                # A big batch would hold the event loop for a second or more: /health would miss the
+                # container healthcheck's timeout. Scored in a worker thread instead.
+                batch, preds, proba = await asyncio.to_thread(_score, model, records)
+            else:
+                batch, preds, proba = _score(model, records)
+        except HttpError as e:
+            self.count_request(e.status, version)
+            raise
+        model_name = dep.config.model_name
+        request_id = uuid.uuid4().hex
+        self.remember(request_id, model, preds)
+        if self.writer is not None:
+            self.writer.add(model_name, version, request_id, batch, preds)
+        if self.shadow is not None:
+            for shadow_version in dep.router.shadow_versions:
+                self.shadow.submit(dep.models[shadow_version], records, batch, preds)
+        answer: dict[str, Any] = {
+            "request_id": request_id,
+            "model_name": model_name,
+            "model_version": version,
+            "predictions": preds,
+        }
+        if proba is not None:
+            answer["probabilities"] = proba
+        m = self.metrics
+        m.requests.labels(model_name, version, "200").inc()
+        m.predictions.labels(model_name, version).inc(batch.n_rows)
+        m.latency.labels(model_name, version).observe(time.perf_counter() - start)
+        return answer
+
+    def _records(self, body: Any, sticky: str | None) -> tuple[list[Any], str | None]:
+        """The records of a predict body and its routing key (422 / 413 as HttpError)."""
+        if type(body) is not dict or "inputs" not in body:
+            raise HttpError(422, 'The body must be {"inputs": {...}} or {"inputs": [{...}, ...]}.')
+        inputs = body["inputs"]
+        records = [inputs] if type(inputs) is dict else inputs
+        if type(records) is not list or not records:
+            raise HttpError(422, '"inputs" must be one record (an object) or a non-empty list of records.')
+        limit = self.settings.max_rows
+        if len(records) > limit:
+            raise HttpError(413, f"The request has {len(records)} rows, over the limit of {limit}: split it.")
+        key = body.get("key")
+        if key is None and sticky is not None and type(records[0]) is dict:
+            key = records[0].get(sticky)
+        return records, None if key is None else str(key)
+
+    def feedback(self, body: Any) -> dict[str, Any]:
+        """Join true labels to a served request: live metrics, feedback log and the bandit's reward.
+
+        :param body: ``{"request_id": ..., "label": value}`` or ``{"request_id": ..., "labels": [...]}``.
+        :returns: request id, the version that served it, labels accepted and how many were correct.
+        :raises HttpError: malformed (422), unknown (404), already recorded (409), or served by a model
+            that left the gateway too long ago (410).
+        """
+        if type(body) is not dict or not isinstance(body.get("request_id"), str):
+            raise HttpError(
+                422,
+                'The body must be {"request_id": "...", "label": ...} or {"request_id": ..., "labels": [...]}.',
+            )
+        rid = body["request_id"]
+        if rid not in self.pending:
+            raise HttpError(
+                404,
+                f"Unknown request_id {rid!r}: it was never served here or is older than the last "
+                f"{self.settings.feedback_capacity} requests kept for feedback; send the request_id of a "
+                "recent /predict answer of this gateway.",
+            )
+        entry = self.pending[rid]
+        if entry is None:
+            raise HttpError(409, f"Feedback for request {rid} was already recorded: send it once.")
+        if "labels" in body:
+            labels = body["labels"]
+            if not isinstance(labels, list):
+                raise HttpError(422, '"labels" must be a list with one true label per predicted row.')
+        elif "label" in body:
+            labels = [body["label"]]
+        else:
+            raise HttpError(
+                422, 'Give the true value as "label" (one row) or "labels" (a list, one per row).'
+            )
+        key, predictions = entry
+        n = len(predictions)
+        if len(labels) != n:
+            raise HttpError(
+                422, f"Request {rid} predicted {n} rows but {len(labels)} labels were sent: send one per row."
+            )
+        model = self.served.get(key)
+        if model is None:
+            raise HttpError(
+                410,
+                f"Request {rid} was served by {key}, which left the gateway too long ago to join feedback.",
+            )
+        try:
+            y_true = model.coerce_labels(labels)
+        except MlopsInputError as e:
+            raise HttpError(422, str(e)) from None
+        self.pending[rid] = None
+        y_pred = predictions.tolist()
+        self.metrics.observe_feedback(model.name, model.version, y_true, y_pred, model.class_labels)
+        if self.feedback_writer is not None:
+            self.feedback_writer.add(model.name, rid, list(y_true))
+        correct = sum(1 for t, p in zip(y_true, y_pred, strict=True) if t == p)
+        if model.class_labels is not None:
+            self.bandit.reward(model.version, correct, n - correct)
+        return {"request_id": rid, "model_version": model.version, "accepted": n, "correct": correct}
+
+    def readiness(self) -> tuple[dict[str, Any], int]:
+        """The ``/ready`` answer and its status code (503 until a deployment serves)."""
+        dep = self.deployment
+        if dep is None:
+            waiting = {"empty": "no deployment configured", "loading": "loading models"}
+            return {
+                "status": self.status,
+                "detail": self.load_error or waiting.get(self.status, self.status),
+            }, 503
+        cfg = dep.config
+        ready = {"model_name": cfg.model_name, "strategy": cfg.strategy, "versions": cfg.versions}
+        return {"status": "ready", **ready, "champion": cfg.champion}, 200
+
+    async def put_deployment(self, body: Any) -> dict[str, Any]:
+        """Parse, load and swap in a new deployment; errors leave the current one serving.
+
+        :returns: the applied config (versions resolved).
+        :raises HttpError: busy (409), bad config (422), model store down or slow (503), load failed (500).
+        """
+        cfg = None
+        try:
+            cfg = DeploymentConfig.parse(body)
+            new = await self.apply(cfg, save=True)
+        except GatewayBusy as e:
+            raise HttpError(409, f"{e} The deployment was not changed.") from None
+        except MlopsInputError as e:
+            raise HttpError(422, f"{redact(e)} The deployment was not changed.") from None
+        except MlopsServiceError as e:
+            raise HttpError(503, f"{redact(e)} The deployment was not changed.") from None
+        except Exception as e:  # noqa: BLE001 - e.g. a model that fails to unpickle
+            log.exception("Loading deployment of %s failed", cfg.model_name if cfg else "?")
+            raise HttpError(
+                500, f"Loading the models failed: {redact(e)}. The deployment was not changed."
+            ) from None
+        return new.config.to_dict()
+
 
 def _bearer_matches(request: Request, token: str) -> bool:
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
@@ -502,11 +550,10 @@ def create_app(
     gw = Gateway(settings, load_model, resolve, probe)
     metrics = gw.metrics
 
-    async def _initial_load() -> None:
-        assert config is not None
+    async def _initial_load(startup: DeploymentConfig) -> None:
         gw.status = "loading"
         try:
-            await gw.apply(config)
+            await gw.apply(startup)
         except Exception as e:  # noqa: BLE001 - reported on /ready; an admin PUT can fix it
             gw.status, gw.load_error = "error", redact(e)
             log.error("Loading the startup deployment failed: %s", e)
@@ -531,7 +578,7 @@ def create_app(
             )
             for name, w in (("predictions", gw.writer), ("feedback", gw.feedback_writer)):
                 metrics.log_held.labels(name).set_function(lambda w=w: w.held_rows)
-        task = asyncio.create_task(_initial_load()) if config is not None else None
+        task = asyncio.create_task(_initial_load(config)) if config is not None else None
         try:
             yield
         finally:
@@ -545,140 +592,30 @@ def create_app(
 
     async def predict(request: Request) -> Response:
         start = time.perf_counter()
-        dep = gw.deployment
-        model_name = dep.config.model_name if dep is not None else "none"
-        version = "none"
         try:
             body = await _read_json(request, settings.max_body_bytes, settings.body_timeout)
-            if dep is None:
-                raise HttpError(503, "No model is deployed yet: wait for /ready or PUT /admin/deployment.")
-            if type(body) is not dict or "inputs" not in body:
-                raise HttpError(422, 'The body must be {"inputs": {...}} or {"inputs": [{...}, ...]}.')
-            inputs = body["inputs"]
-            records = [inputs] if type(inputs) is dict else inputs
-            if type(records) is not list or not records:
-                raise HttpError(
-                    422, '"inputs" must be one record (an object) or a non-empty list of records.'
-                )
-            if len(records) > settings.max_rows:
-                raise HttpError(
-                    413,
-                    f"The request has {len(records)} rows, over the limit of {settings.max_rows}: split it.",
-                )
-            key = body.get("key")
-            sticky = dep.config.sticky_key
-            if key is None and sticky is not None and type(records[0]) is dict:
-                key = records[0].get(sticky)
-            version = dep.router.choose(None if key is None else str(key))
-            model = dep.models[version]
-            if len(records) > settings.offload_rows:
-                # A big batch would hold the event loop for a second or more: /health would miss the
-                # container healthcheck's timeout. Scored in a worker thread instead.
-                batch, preds, proba = await asyncio.to_thread(_score, model, records)
-            else:
-                batch, preds, proba = _score(model, records)
         except HttpError as e:
-            metrics.requests.labels(model_name, version, str(e.status)).inc()
+            gw.count_request(e.status)
             return _error(e)
-        request_id = uuid.uuid4().hex
-        gw.remember(request_id, model, preds)
-        if gw.writer is not None:
-            gw.writer.add(model_name, version, request_id, batch, preds)
-        for shadow_version in dep.router.shadow_versions:
-            gw.shadow.submit(dep.models[shadow_version], records, batch, preds)  # type: ignore[union-attr]
-        answer: dict[str, Any] = {
-            "request_id": request_id,
-            "model_name": model_name,
-            "model_version": version,
-            "predictions": preds,
-        }
-        if proba is not None:
-            answer["probabilities"] = proba
-        response = _json(answer)
-        metrics.requests.labels(model_name, version, "200").inc()
-        metrics.predictions.labels(model_name, version).inc(batch.n_rows)
-        metrics.latency.labels(model_name, version).observe(time.perf_counter() - start)
-        return response
+        try:
+            return _json(await gw.predict(body, start))
+        except HttpError as e:
+            return _error(e)
 
     async def feedback(request: Request) -> Response:
         try:
             _authorize_feedback(request, settings.feedback_token)
-            body = await _read_json(request, settings.max_body_bytes, settings.body_timeout)
-            if type(body) is not dict or not isinstance(body.get("request_id"), str):
-                raise HttpError(
-                    422,
-                    'The body must be {"request_id": "...", "label": ...} or {"request_id": ..., "labels": [...]}.',
-                )
-            rid = body["request_id"]
-            entry = gw.pending.get(rid, _UNKNOWN)
-            if entry is None:
-                raise HttpError(409, f"Feedback for request {rid} was already recorded: send it once.")
-            if entry is _UNKNOWN:
-                raise HttpError(
-                    404,
-                    f"Unknown request_id {rid!r}: it was never served here or is older than the last "
-                    f"{settings.feedback_capacity} requests kept for feedback; send the request_id of a "
-                    "recent /predict answer of this gateway.",
-                )
-            if "labels" in body:
-                labels = body["labels"]
-                if not isinstance(labels, list):
-                    raise HttpError(422, '"labels" must be a list with one true label per predicted row.')
-            elif "label" in body:
-                labels = [body["label"]]
-            else:
-                raise HttpError(
-                    422, 'Give the true value as "label" (one row) or "labels" (a list, one per row).'
-                )
-            key, predictions = entry  # type: ignore[misc]
-            n = len(predictions)
-            if len(labels) != n:
-                raise HttpError(
-                    422,
-                    f"Request {rid} predicted {n} rows but {len(labels)} labels were sent: send one per row.",
-                )
-            model = gw.served.get(key)
-            if model is None:
-                raise HttpError(
-                    410,
-                    f"Request {rid} was served by {key}, which left the gateway too long ago to join feedback.",
-                )
-            try:
-                y_true = model.coerce_labels(labels)
-            except MlopsInputError as e:
-                raise HttpError(422, str(e)) from None
+            return _json(
+                gw.feedback(await _read_json(request, settings.max_body_bytes, settings.body_timeout))
+            )
         except HttpError as e:
             return _error(e)
-        gw.pending[rid] = None
-        y_pred = predictions.tolist()
-        metrics.observe_feedback(model.name, model.version, y_true, y_pred, model.class_labels)
-        if gw.feedback_writer is not None:
-            gw.feedback_writer.add(model.name, rid, list(y_true))
-        correct = sum(1 for t, p in zip(y_true, y_pred, strict=True) if t == p)
-        if model.class_labels is not None:
-            gw.bandit.reward(model.version, correct, n - correct)
-        return _json({"request_id": rid, "model_version": model.version, "accepted": n, "correct": correct})
 
     async def health(request: Request) -> Response:
         return _json({"status": "ok"})
 
     async def ready(request: Request) -> Response:
-        dep = gw.deployment
-        if dep is None:
-            detail = gw.load_error or {"empty": "no deployment configured", "loading": "loading models"}.get(
-                gw.status, gw.status
-            )
-            return _json({"status": gw.status, "detail": detail}, 503)
-        cfg = dep.config
-        return _json(
-            {
-                "status": "ready",
-                "model_name": cfg.model_name,
-                "strategy": cfg.strategy,
-                "versions": cfg.versions,
-                "champion": cfg.champion,
-            }
-        )
+        return _json(*gw.readiness())
 
     async def prometheus(request: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -686,27 +623,12 @@ def create_app(
     async def deployment(request: Request) -> Response:
         try:
             _authorize(request, settings.admin_token)
-            if request.method == "GET":
-                if gw.deployment is None:
-                    raise HttpError(404, "No deployment is loaded: PUT /admin/deployment to set one.")
-                return _json(gw.deployment.config.to_dict())
-            body = await _read_json(request, settings.max_body_bytes, settings.body_timeout)
-            cfg = None
-            try:
-                cfg = DeploymentConfig.parse(body)
-                new = await gw.apply(cfg, save=True)
-            except GatewayBusy as e:
-                raise HttpError(409, f"{e} The deployment was not changed.") from None
-            except MlopsInputError as e:
-                raise HttpError(422, f"{redact(e)} The deployment was not changed.") from None
-            except MlopsServiceError as e:
-                raise HttpError(503, f"{redact(e)} The deployment was not changed.") from None
-            except Exception as e:  # noqa: BLE001 - e.g. a model that fails to unpickle
-                log.exception("Loading deployment of %s failed", cfg.model_name if cfg else "?")
-                raise HttpError(
-                    500, f"Loading the models failed: {redact(e)}. The deployment was not changed."
-                ) from None
-            return _json(new.config.to_dict())
+            if request.method == "PUT":
+                body = await _read_json(request, settings.max_body_bytes, settings.body_timeout)
+                return _json(await gw.put_deployment(body))
+            if gw.deployment is None:
+                raise HttpError(404, "No deployment is loaded: PUT /admin/deployment to set one.")
+            return _json(gw.deployment.config.to_dict())
         except HttpError as e:
             return _error(e)
 

@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 
 from airflow_mlops.core import prediction_log as contract
 from airflow_mlops.core.errors import MlopsInputError
-from airflow_mlops.serving.app import GatewaySettings, create_app
+from airflow_mlops.serving.app import GatewaySettings, HttpError, create_app
 from airflow_mlops.serving.client import parse_metrics
 from airflow_mlops.serving.config import DeploymentConfig
 
@@ -398,3 +398,84 @@ def test_feedback_for_a_long_gone_model_is_refused_clearly(make_client, bc_recor
     c.put("/admin/deployment", json={**SINGLE, "routes": [{"version": "2"}]}, headers=AUTH)
     r = c.post("/feedback", json={"request_id": rid, "label": 0})
     assert r.status_code == 410 and "served by bc/1" in r.json()["detail"]
+
+
+# --- the Gateway's domain methods, without HTTP ------------------------------------------------------
+def _gateway(bc_models, config: dict, **settings):
+    import asyncio
+
+    from airflow_mlops.serving.app import Gateway
+
+    gw = Gateway(GatewaySettings(**settings), lambda n, v: bc_models[v], lambda n, ref: ref)
+    asyncio.run(gw.apply(DeploymentConfig.parse(config)))
+    return gw
+
+
+def test_gateway_predict_then_feedback_joins_labels_rewards_the_bandit_and_counts(bc_models, bc_records):
+    import asyncio
+
+    gw = _gateway(bc_models, SINGLE)
+    answer = asyncio.run(gw.predict({"inputs": bc_records[:4]}))
+    assert answer["model_version"] == "1" and len(answer["predictions"]) == 4
+    labels = [int(p) for p in answer["predictions"]]
+    labels[0] = 1 - labels[0]  # one wrong prediction
+    joined = gw.feedback({"request_id": answer["request_id"], "labels": labels})
+    assert joined == {"request_id": answer["request_id"], "model_version": "1", "accepted": 4, "correct": 3}
+    assert gw.bandit.posterior("1") == (4.0, 2.0)
+    assert gw.metrics.requests.labels("bc", "1", "200")._value.get() == 1
+    assert gw.metrics.feedback.labels("bc", "1")._value.get() == 4
+    with pytest.raises(HttpError) as again:
+        gw.feedback({"request_id": answer["request_id"], "labels": labels})
+    assert again.value.status == 409 and "already recorded" in again.value.detail
+
+
+def test_gateway_feedback_refuses_unknown_ids_and_wrong_label_counts(bc_models, bc_records):
+    import asyncio
+
+    gw = _gateway(bc_models, SINGLE, feedback_capacity=7)
+    rid = asyncio.run(gw.predict({"inputs": bc_records[:2]}))["request_id"]
+    cases = [
+        ({"request_id": "nope", "label": 0}, 404, "older than the last 7 requests"),
+        ({"request_id": rid, "labels": [0]}, 422, "predicted 2 rows but 1 labels"),
+        ({"request_id": rid}, 422, 'Give the true value as "label"'),
+        ({"label": 0}, 422, "The body must be"),
+    ]
+    for body, status, text in cases:
+        with pytest.raises(HttpError) as e:
+            gw.feedback(body)
+        assert (e.value.status, text in e.value.detail) == (status, True), body
+    assert gw.bandit.posterior("1") == (1.0, 1.0)  # nothing joined
+
+
+def test_gateway_predict_refusals_are_counted_under_their_status(bc_models, bc_records):
+    import asyncio
+
+    from airflow_mlops.serving.app import Gateway
+
+    empty = Gateway(GatewaySettings(), lambda n, v: bc_models[v], lambda n, ref: ref)
+    with pytest.raises(HttpError) as e:
+        asyncio.run(empty.predict({"inputs": bc_records[0]}))
+    assert e.value.status == 503 and empty.readiness() == (
+        {"status": "empty", "detail": "no deployment configured"},
+        503,
+    )
+    assert empty.metrics.requests.labels("none", "none", "503")._value.get() == 1
+    gw = _gateway(bc_models, SINGLE, max_rows=2)
+    for body, status in (({"inputs": bc_records[:3]}, 413), ({"inputs": []}, 422), ([1], 422)):
+        with pytest.raises(HttpError) as e:
+            asyncio.run(gw.predict(body))
+        assert e.value.status == status, body
+    assert gw.metrics.requests.labels("bc", "none", "422")._value.get() == 2
+    assert gw.readiness()[1] == 200 and gw.readiness()[0]["versions"] == ["1"]
+
+
+def test_gateway_put_deployment_maps_errors_and_keeps_serving(bc_models):
+    import asyncio
+
+    gw = _gateway(bc_models, SINGLE)
+    with pytest.raises(HttpError) as e:
+        asyncio.run(gw.put_deployment({"model_name": "bc", "strategy": "nope", "routes": []}))
+    assert e.value.status == 422 and e.value.detail.endswith("The deployment was not changed.")
+    assert gw.deployment is not None and gw.deployment.config.versions == ["1"]
+    applied = asyncio.run(gw.put_deployment({**SINGLE, "routes": [{"version": "2"}]}))
+    assert applied["routes"][0]["version"] == "2" and gw.deployment.config.versions == ["2"]

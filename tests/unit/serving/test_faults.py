@@ -27,7 +27,7 @@ from airflow_mlops.serving.client import parse_metrics
 from airflow_mlops.serving.config import DeploymentConfig
 from airflow_mlops.serving.feedback_log import FeedbackLogWriter
 from airflow_mlops.serving.models import Batch, LoadedModel
-from airflow_mlops.serving.prediction_log import PredictionLogWriter
+from airflow_mlops.serving.prediction_writer import PredictionLogWriter
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:X does not have valid feature names"),

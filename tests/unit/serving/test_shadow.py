@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from airflow_mlops.serving.app import ShadowWorker
 from airflow_mlops.serving.live_metrics import LiveMetrics
+from airflow_mlops.serving.shadow import ShadowWorker
 from tests.unit.serving.conftest import wrap
 
 pytestmark = pytest.mark.filterwarnings("ignore:X does not have valid feature names")

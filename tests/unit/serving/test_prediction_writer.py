@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 
 from airflow_mlops.core import prediction_log as contract
 from airflow_mlops.serving.models import Batch
-from airflow_mlops.serving.prediction_log import PredictionLogWriter
+from airflow_mlops.serving.prediction_writer import PredictionLogWriter
 
 
 def _numeric(n: int, start: float = 0.0) -> Batch:
