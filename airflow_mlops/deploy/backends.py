@@ -22,9 +22,9 @@ from typing import Any
 
 from airflow_mlops.core.errors import MlopsInputError, MlopsServiceError
 from airflow_mlops.deploy.gateway_api import GatewayApi
-from airflow_mlops.deploy.state import ADMIN_TOKEN_ENV, this_host
+from airflow_mlops.deploy.state import this_host
+from airflow_mlops.serving.client import ADMIN_TOKEN_ENV, FEEDBACK_TOKEN_ENV
 
-FEEDBACK_TOKEN_ENV = "MLOPS_GATEWAY_FEEDBACK_TOKEN"
 _CRED_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 
 

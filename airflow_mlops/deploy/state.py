@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.core.errors import MlopsInputError, MlopsServiceError
+from airflow_mlops.serving.client import ADMIN_TOKEN_ENV as ADMIN_TOKEN_ENV
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
     from airflow_mlops.core.tracking import MlflowTarget
 
 DEFAULT_STATE_DIR_ENV = "MLOPS_DEPLOY_STATE_DIR"
-ADMIN_TOKEN_ENV = "MLOPS_GATEWAY_ADMIN_TOKEN"
 STATE_EXPERIMENT = "mlops-deployments"
 RECORD_TAG = "mlops.record"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")

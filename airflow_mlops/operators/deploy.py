@@ -11,8 +11,8 @@ from airflow.sdk import BaseOperator, conf
 
 from airflow_mlops.core.errors import MlopsServiceError
 from airflow_mlops.deploy.rollout import DeployRequest
-from airflow_mlops.deploy.state import ADMIN_TOKEN_ENV
 from airflow_mlops.hooks.mlflow import MlflowHook
+from airflow_mlops.serving.client import ADMIN_TOKEN_ENV, FEEDBACK_TOKEN_ENV
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 ACTIONS = ("deploy", "rollback")
 BACKENDS = ("local", "docker", "external")
 GATEWAY_URL_ENV = "MLOPS_GATEWAY_URL"
-FEEDBACK_TOKEN_ENV = "MLOPS_GATEWAY_FEEDBACK_TOKEN"
 # The request's defaults are the operator's: one place to change them.
 _DEFAULTS = DeployRequest("", "0")
 
