@@ -23,7 +23,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,8 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from airflow_mlops.core.net import free_port
 
 TOKEN = "bench-admin-token"
 # Loopback only: never route these calls through a proxy from the environment.
@@ -45,12 +46,6 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_http(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> None:
