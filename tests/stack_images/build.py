@@ -62,7 +62,13 @@ PYTHON_REQUIREMENTS = [
     "uvloop", "httptools", "orjson", "prometheus-client", "httpx", "cloudpickle", "skops", "pyyaml",
     "setuptools>=77", "wheel",
 ]  # fmt: skip
-AIRFLOW_REQUIREMENTS = ["apache-airflow-providers-celery", "apache-airflow-providers-fab", "dvc"]
+# async-timeout: redis needs it on Python < 3.11.3 (Debian's 3.11.2), not on this machine's newer Python.
+AIRFLOW_REQUIREMENTS = [
+    "apache-airflow-providers-celery",
+    "apache-airflow-providers-fab",
+    "dvc",
+    "async-timeout",
+]
 AIRFLOW_VERSION = "3.3.2"
 
 
@@ -92,9 +98,16 @@ def image_id(ref: str) -> str | None:
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
-def _by_hash(digest: str) -> str | None:
-    out = _docker("images", "--no-trunc", "-q", "--filter", f"label={LABEL}={digest}").stdout.split()
-    return out[0] if out else None
+def _has_hash(tag: str, digest: str) -> bool:
+    """Whether ``tag`` is an image built from exactly these inputs.
+
+    Only the tagged image is asked: images built FROM it (and the unnamed stages of multi-stage builds)
+    inherit its label, so a search by label alone can find a child and re-tag the wrong image.
+    """
+    proc = _docker(
+        "image", "inspect", "--format", f'{{{{index .Config.Labels "{LABEL}"}}}}', tag, check=False
+    )
+    return proc.returncode == 0 and proc.stdout.strip() == digest
 
 
 def _hash(*parts: str | bytes) -> str:
@@ -133,9 +146,7 @@ def build_image(
         dockerfile.read_bytes(), target or "", *sorted(f"{k}={v}" for k, v in args.items()), *(key or [])
     )
     started = time.monotonic()
-    found = _by_hash(digest)
-    if found:
-        _docker("tag", found, tag)
+    if _has_hash(tag, digest):
         return Built(tag, False, time.monotonic() - started)
     cmd = ["docker", "build", "--network", "host", "--rm", "--force-rm", "-t", tag, "-f", str(dockerfile),
            "--label", f"{LABEL}={digest}"]  # fmt: skip
@@ -194,14 +205,14 @@ def wheelhouse(pins: str) -> Path:
     return folder
 
 
-def resolve(folder: Path, requirements: list[str]) -> str:
+def resolve(folder: Path, requirements: list[str], python_version: str) -> str:
     """The complete set (``name==version`` lines) that ``requirements`` need, resolved here, offline,
     from the wheelhouse alone. The images install exactly that with ``--no-deps``: nothing is left for
     their pip to resolve (pip backtracked for many minutes over the packages already in the base)."""
     import json
     import tempfile
 
-    out = folder / f"lock-{_hash(*requirements)}.txt"
+    out = folder / f"lock-{_hash(python_version, *requirements)}.txt"
     if out.exists():
         return out.read_text()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
@@ -209,7 +220,8 @@ def resolve(folder: Path, requirements: list[str]) -> str:
         report = Path(tmp) / "report.json"
         proc = subprocess.run(
             [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "-q", "--no-index",
-             "--find-links", str(folder), "--report", str(report), *requirements],
+             "--find-links", str(folder), "--report", str(report), "--only-binary=:all:",
+             "--python-version", python_version, *requirements],
             capture_output=True, text=True, timeout=600, env={**env, "PIP_CONFIG_FILE": os.devnull},
         )  # fmt: skip
         if proc.returncode != 0:
@@ -240,17 +252,18 @@ def serve(folder: Path) -> Iterator[str]:
         server.server_close()
 
 
-def _context(name: str, files: dict[str, str | bytes]) -> Path:
-    """A small build context of this folder's files plus generated ones."""
+def _context(
+    name: str, sources: list[str], files: dict[str, str] | None = None
+) -> tuple[Path, list[str | bytes]]:
+    """A small build context: ``sources`` from this folder plus generated ``files``; and its digest."""
     folder = CACHE / "contexts" / name
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    for path in HERE.iterdir():
-        if path.is_file() and path.suffix in {".Dockerfile", ".sh"}:
-            shutil.copy2(path, folder / path.name)
-    for rel, data in files.items():
-        (folder / rel).write_bytes(data.encode() if isinstance(data, str) else data)
-    return folder
+    for source in sources:
+        shutil.copy2(HERE / source, folder / source)
+    for rel, data in (files or {}).items():
+        (folder / rel).write_text(data)
+    return folder, _files_digest(folder, [p for p in folder.iterdir() if p.is_file()])
 
 
 def _repo_context_files(context: Path) -> list[Path]:
@@ -314,30 +327,31 @@ def build_all(env: dict[str, str] | None = None) -> list[Built]:
     done.append(Built(BASE_IMAGE, "already exists" not in proc.stdout, time.monotonic() - started))
     base_id = image_id(BASE_IMAGE) or ""
 
-    stand_ctx = _context("standins", {})
+    stand_ctx, stand_key = _context("standins", ["standins.Dockerfile", "postgres-entrypoint.sh"])
     for _, (target, tag) in STANDINS.items():
         done.append(build_image(tag, stand_ctx / "standins.Dockerfile", stand_ctx, target=target,
-                                args={"BASE_IMAGE": BASE_IMAGE}, key=[base_id]))  # fmt: skip
+                                args={"BASE_IMAGE": BASE_IMAGE}, key=[base_id, *stand_key]))  # fmt: skip
 
     pins = constraints()
     started = time.monotonic()
     wheels = wheelhouse(pins)
-    wheel_names = sorted(p.name for p in wheels.glob("*.whl"))
-    done.append(Built(f"wheelhouse ({len(wheel_names)} wheels)", True, time.monotonic() - started))
-    generated = {
-        "requirements-python.txt": resolve(wheels, PYTHON_REQUIREMENTS),
-        "requirements-airflow.txt": resolve(
-            wheels, [*PYTHON_REQUIREMENTS, f"apache-airflow=={AIRFLOW_VERSION}", *AIRFLOW_REQUIREMENTS]
-        ),
-    }
-    ctx = _context("bases", generated)
+    python_version = _docker("run", "--rm", "--network", "none", BASE_IMAGE, "python3", "-c",
+                             "import platform; print(platform.python_version())").stdout.strip()  # fmt: skip
+    python_lock = resolve(wheels, PYTHON_REQUIREMENTS, python_version)
+    airflow_lock = resolve(wheels, [*PYTHON_REQUIREMENTS, f"apache-airflow=={AIRFLOW_VERSION}", *AIRFLOW_REQUIREMENTS],
+                           python_version)  # fmt: skip
+    done.append(Built(f"wheelhouse and locks (Python {python_version})", True, time.monotonic() - started))
+    py_ctx, py_key = _context(
+        "python-base", ["python-base.Dockerfile"], {"requirements-python.txt": python_lock}
+    )
+    af_ctx, af_key = _context("airflow-base", ["airflow-base.Dockerfile", "airflow-entrypoint.sh"],
+                              {"requirements-airflow.txt": airflow_lock})  # fmt: skip
     with serve(wheels) as url:
-        done.append(build_image(PYTHON_BASE, ctx / "python-base.Dockerfile", ctx, args={"BASE_IMAGE": BASE_IMAGE},
-                                key=[base_id, *wheel_names], uncached_args={"WHEELS_URL": url}))  # fmt: skip
-        done.append(build_image(AIRFLOW_BASE, ctx / "airflow-base.Dockerfile", ctx,
+        done.append(build_image(PYTHON_BASE, py_ctx / "python-base.Dockerfile", py_ctx, args={"BASE_IMAGE": BASE_IMAGE},
+                                key=[base_id, *py_key], uncached_args={"WHEELS_URL": url}))  # fmt: skip
+        done.append(build_image(AIRFLOW_BASE, af_ctx / "airflow-base.Dockerfile", af_ctx,
                                 args={"BASE_IMAGE": PYTHON_BASE, "AIRFLOW_VERSION": AIRFLOW_VERSION},
-                                key=[image_id(PYTHON_BASE) or "", *wheel_names],
-                                uncached_args={"WHEELS_URL": url}))  # fmt: skip
+                                key=[image_id(PYTHON_BASE) or "", *af_key], uncached_args={"WHEELS_URL": url}))  # fmt: skip
 
     with host_certs():
         files = _repo_context_files(REPO_ROOT)
