@@ -9,3 +9,10 @@ class MlopsInputError(ValueError):
 
 class MlopsServiceError(RuntimeError):
     """A service the task depends on (MLflow, DVC, Prometheus, a gateway) cannot be used."""
+
+
+class MlopsConflictError(RuntimeError):
+    """Shared state changed under the caller (another writer won); nothing was changed: re-read, retry.
+
+    Not a :class:`MlopsServiceError`: the service works, and retrying blindly would undo the other write.
+    """

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from airflow_mlops.core import skops_trust
 from airflow_mlops.core.lineage import frame_digest
 from airflow_mlops.core.redact import redact
 
@@ -127,6 +127,8 @@ def log_model_run(
 
     import airflow_mlops.core.dvc_source  # noqa: F401 - registers the dvc:// dataset source
 
+    # Checked before the run starts: a model that cannot be loaded back changes nothing.
+    skops_types = _skops_trusted(outcome.model) if serialization == "skops" else None
     digest = frame_digest(dataset.frame)
     source = redact(dataset.source)
     # Tag values may quote URLs (a DVC repo, a data path): none keeps its credentials.
@@ -185,7 +187,7 @@ def log_model_run(
                 f"mlflow=={mlflow.__version__}",
                 "pandas",
             ],
-            skops_trusted_types=_skops_trusted(outcome.model) if serialization == "skops" else None,
+            skops_trusted_types=skops_types,
         )
         client = mlflow.MlflowClient()
         try:
@@ -219,15 +221,11 @@ def log_model_run(
 
 
 def _skops_trusted(model: Any) -> list[str]:
-    """The types skops must trust to load this model back (all from the pipeline we built)."""
+    """The types skops needs trusted to load this model back, each checked against the fixed allow-list
+    (:mod:`airflow_mlops.core.skops_trust`): a model the gateway would refuse is refused here already."""
     import skops.io as sio
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "m.skops"
         sio.dump(model, path)
-        return list(sio.get_untrusted_types(file=path))
-
-
-def json_dump(obj: Any) -> str:
-    """Compact JSON with stable key order (for tags)."""
-    return json.dumps(obj, sort_keys=True, default=str)
+        return skops_trust.trusted_types(path, f"The trained {type(model).__name__}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlops.core.errors import MlopsInputError
+from airflow_mlops.core.errors import MlopsConflictError, MlopsInputError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 CHAMPION = "champion"
 
 
-class AliasConflictError(RuntimeError):
+class AliasConflictError(MlopsConflictError):
     """The alias moved since the caller read it: someone else promoted a model meanwhile."""
 
 

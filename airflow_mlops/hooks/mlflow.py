@@ -76,11 +76,6 @@ class MlflowHook(BaseHook):
         with self.activate():
             return registry.get_version_by_alias(self.get_conn(), name, alias)
 
-    def set_alias_if(self, name: str, alias: str, version: str | int, expected: str | int | None) -> None:
-        """Compare-and-set of an alias; see :func:`airflow_mlops.core.registry.compare_and_set_alias`."""
-        with self.activate():
-            registry.compare_and_set_alias(self.get_conn(), name, alias, version, expected)
-
     def tag_version(self, name: str, version: str | int, tags: dict[str, Any]) -> None:
         """Tag a model version (non-string values are stored as JSON)."""
         with self.activate():

@@ -41,11 +41,6 @@ class Route:
     weight: float = 1.0
 
     @property
-    def is_alias(self) -> bool:
-        """Whether ``version`` names an alias rather than a version number."""
-        return not self.version.isdigit()
-
-    @property
     def alias(self) -> str:
         """The alias name without the leading ``@``."""
         return self.version.removeprefix("@")
@@ -73,10 +68,6 @@ class DeploymentConfig:
     def versions(self) -> list[str]:
         """The route versions, in order."""
         return [r.version for r in self.routes]
-
-    def weight_of(self, version: str) -> float:
-        """The configured weight of ``version`` (0 when it has no route)."""
-        return next((r.weight for r in self.routes if r.version == version), 0.0)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (what ``GET /admin/deployment`` answers)."""

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
+from airflow_mlops.core import skops_trust
 from airflow_mlops.core.errors import MlopsInputError, MlopsServiceError
 from airflow_mlops.core.redact import redact
 
@@ -65,6 +66,8 @@ class Batch:
         columns: dict[str, np.ndarray] | None = None,
         X: pd.DataFrame | None = None,
     ) -> None:
+        if matrix is None and columns is None:
+            raise TypeError("A Batch holds its values as a matrix or as columns: give one of them.")
         self.names = names
         self.n_rows = n_rows
         self.matrix = matrix
@@ -75,8 +78,8 @@ class Batch:
     def columns(self) -> dict[str, np.ndarray]:
         """One array per column."""
         if self._columns is None:
-            assert self.matrix is not None
-            self._columns = {c: self.matrix[:, j] for j, c in enumerate(self.names)}
+            matrix = cast("np.ndarray", self.matrix)  # __init__ has one of matrix and columns
+            self._columns = {c: matrix[:, j] for j, c in enumerate(self.names)}
         return self._columns
 
     @property
@@ -486,7 +489,12 @@ class ModelLoader:
                     f"{uri} has flavors {sorted(meta.flavors)}, not 'sklearn': the gateway serves "
                     "scikit-learn models; log it with mlflow.sklearn."
                 )
-            estimator = mlflow.sklearn.load_model(local)
+            flavor = meta.flavors["sklearn"]
+            if flavor.get("serialization_format") == "skops":
+                # The fixed allow-list decides, not the skops_trusted_types the MLmodel file brings.
+                estimator = skops_trust.load(os.path.join(local, flavor["pickled_model"]), uri)
+            else:
+                estimator = mlflow.sklearn.load_model(local)
             example: list[dict[str, Any]] = []
             try:
                 frame = meta.load_input_example(local)
