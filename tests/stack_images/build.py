@@ -63,9 +63,12 @@ PYTHON_REQUIREMENTS = [
     "setuptools>=77", "wheel",
 ]  # fmt: skip
 # async-timeout: redis needs it on Python < 3.11.3 (Debian's 3.11.2), not on this machine's newer Python.
+# asyncpg and the postgres provider: in the official image; Airflow 3.3 opens an async engine on Postgres.
 AIRFLOW_REQUIREMENTS = [
     "apache-airflow-providers-celery",
     "apache-airflow-providers-fab",
+    "apache-airflow-providers-postgres",
+    "asyncpg",
     "dvc",
     "async-timeout",
 ]
