@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseHook
 
 from airflow_mlops.core import registry
-from airflow_mlops.core.errors import MlopsInputError
 from airflow_mlops.core.tracking import MlflowTarget
+from airflow_mlops.hooks._conn import conn_url
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -43,15 +43,7 @@ class MlflowHook(BaseHook):
         """The connection resolved into an :class:`MlflowTarget`."""
         conn = self.get_connection(self.mlflow_conn_id)
         extra = conn.extra_dejson
-        host = (conn.host or "").strip()
-        if not host:
-            raise MlopsInputError(
-                f"Connection {self.mlflow_conn_id!r} has no host: set it to the MLflow tracking URI."
-            )
-        if "://" not in host and not host.startswith(("file:", "databricks")):
-            host = f"{conn.schema or 'http'}://{host}"
-        if conn.port and host.startswith("http") and host.count(":") == 1:
-            host = f"{host.rstrip('/')}:{conn.port}"
+        host = conn_url(conn, "the MLflow tracking URI", verbatim=("file:", "databricks"))
         login, password = conn.login or None, conn.password or None
         return MlflowTarget(
             tracking_uri=host,

@@ -9,6 +9,7 @@ from airflow.sdk import BaseHook
 
 from airflow_mlops.core.errors import MlopsInputError
 from airflow_mlops.core.promql import PromClient, Sample
+from airflow_mlops.hooks._conn import conn_url
 
 
 class PrometheusHook(BaseHook):
@@ -50,17 +51,7 @@ class PrometheusHook(BaseHook):
         """The connection resolved into a :class:`~airflow_mlops.core.promql.PromClient`."""
         conn = self.get_connection(self.prometheus_conn_id)
         extra = conn.extra_dejson
-        host = (conn.host or "").strip()
-        if not host:
-            raise MlopsInputError(
-                f"Connection {self.prometheus_conn_id!r} has no host: set it to the Prometheus base URL."
-            )
-        if "://" not in host:
-            host = f"{conn.schema or 'http'}://{host}"
-        if conn.port and host.split("://", 1)[1].count(":") == 0:
-            scheme, rest = host.split("://", 1)
-            netloc, _, path = rest.partition("/")
-            host = f"{scheme}://{netloc}:{conn.port}" + (f"/{path}" if path else "")
+        host = conn_url(conn, "the Prometheus base URL")
         login, password = conn.login or None, conn.password or None
         try:
             timeout = float(extra.get("timeout", 10))

@@ -6,7 +6,7 @@ from typing import Any
 
 from airflow.sdk import BaseHook
 
-from airflow_mlops.core.errors import MlopsInputError
+from airflow_mlops.hooks._conn import conn_url
 
 
 class PushgatewayHook(BaseHook):
@@ -30,16 +30,7 @@ class PushgatewayHook(BaseHook):
     def settings(self) -> tuple[str, str | None, str | None]:
         """``(url, username, password)`` of the gateway."""
         conn = self.get_connection(self.pushgateway_conn_id)
-        host = (conn.host or "").strip().rstrip("/")
-        if not host:
-            raise MlopsInputError(
-                f"Connection {self.pushgateway_conn_id!r} has no host: set it to the Pushgateway URL."
-            )
-        if "://" not in host:
-            host = f"{conn.schema or 'http'}://{host}"
-        if conn.port and host.count(":") == 1:
-            host = f"{host}:{conn.port}"
-        return host, conn.login or None, conn.password or None
+        return conn_url(conn, "the Pushgateway URL"), conn.login or None, conn.password or None
 
     def push_drift(self, summary: dict[str, Any], model: str) -> None:
         """Push the drift gauges of a report summary (see :mod:`airflow_mlops.core.drift.export`)."""
