@@ -227,7 +227,7 @@ def main() -> None:
     import tempfile
 
     import pandas as pd
-    import scipy.spatial.distance  # noqa: F401 - imported once here, not timed in every child
+    import scipy.spatial.distance  # imported once here, not timed in every child
     import scipy.stats  # noqa: F401
 
     import airflow_mlops.core.drift  # noqa: F401

@@ -185,7 +185,7 @@ def run_python(url: str, body_file: Path, conc: int, duration: float, lua: Path)
 def start_gateway(uri: str, root: Path, port: int) -> subprocess.Popen:
     config = root / "deployment.json"
     config.write_text(json.dumps({"model_name": "bc", "strategy": "single", "routes": [{"version": "1"}]}))
-    log = open(root / "gateway.log", "wb")  # noqa: SIM115 - kept open for the process's life
+    log = open(root / "gateway.log", "wb")  # kept open for the process's life
     proc = subprocess.Popen(
         [sys.executable, "-m", "airflow_mlops.serving", "--host", "127.0.0.1", "--port", str(port),
          "--tracking-uri", uri, "--config", str(config), "--log-dir", str(root / "predictions")],
@@ -194,14 +194,14 @@ def start_gateway(uri: str, root: Path, port: int) -> subprocess.Popen:
     )  # fmt: skip
     try:
         wait_http(f"http://127.0.0.1:{port}/ready", proc)
-    except Exception:
+    except Exception:  # noqa: BLE001 - whatever failed, the log tail says why
         stop(proc)
         raise RuntimeError((root / "gateway.log").read_text()[-3000:]) from None
     return proc
 
 
 def start_mlflow_serve(uri: str, root: Path, port: int) -> subprocess.Popen:
-    log = open(root / "mlflow-serve.log", "wb")  # noqa: SIM115 - kept open for the process's life
+    log = open(root / "mlflow-serve.log", "wb")  # kept open for the process's life
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/bc/1", "--env-manager", "local",
          "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
@@ -211,7 +211,7 @@ def start_mlflow_serve(uri: str, root: Path, port: int) -> subprocess.Popen:
     )  # fmt: skip
     try:
         wait_http(f"http://127.0.0.1:{port}/ping", proc)
-    except Exception:
+    except Exception:  # noqa: BLE001 - whatever failed, the log tail says why
         stop(proc)
         raise RuntimeError((root / "mlflow-serve.log").read_text()[-3000:]) from None
     return proc

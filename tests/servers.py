@@ -65,12 +65,12 @@ def start_process(
     """
     root.mkdir(parents=True, exist_ok=True)
     log_path = root / f"{name}.log"
-    log = open(log_path, "wb")  # noqa: SIM115 - kept open for the process's life
+    log = open(log_path, "wb")  # kept open for the process's life
     proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(url + ready_path, timeout=timeout, proc=proc)
-    except Exception:
+    except Exception:  # noqa: BLE001 - whatever failed, the log tail says why
         stop(proc)
         raise RuntimeError(log_path.read_text()[-3000:]) from None
     return proc, url

@@ -80,7 +80,7 @@ def file_columns(f: Path | io.BytesIO, suffix: str | None = None, name: str | No
         schema = pq.ParquetFile(f).schema_arrow
         index = {c for c in ((schema.pandas_metadata or {}).get("index_columns") or []) if isinstance(c, str)}
         return [n for n in schema.names if n not in index]
-    except Exception as e:  # noqa: BLE001 - any unreadable header is the file's fault
+    except Exception as e:  # any unreadable header is the file's fault
         raise _unreadable(where, suffix, e) from e
     finally:
         if isinstance(f, io.BytesIO):
@@ -206,7 +206,7 @@ def read_bytes_table(raw: bytes, suffix: str, name: str = "the data file") -> pd
         return pd.read_parquet(buf)
     except pd.errors.EmptyDataError as e:
         raise MlopsInputError(f"{name} is empty: it needs a header row and data rows.") from e
-    except Exception as e:  # noqa: BLE001 - a parse error is the file's fault
+    except Exception as e:  # a parse error is the file's fault
         raise _unreadable(str(name), suffix, e) from e
 
 

@@ -96,7 +96,7 @@ class PromClient:
     def _get(self, path: str, params: dict[str, str]) -> dict[str, Any]:
         url = f"{self.base_url.rstrip('/')}{path}?{urllib.parse.urlencode(params)}"
         req = urllib.request.Request(url, headers=self._headers())
-        ctx = None if self.verify else ssl._create_unverified_context()  # noqa: S323 - opt-in by the user
+        ctx = None if self.verify else ssl._create_unverified_context()  # opt-in by the user
         try:
             with urllib.request.urlopen(req, timeout=self.timeout, context=ctx) as resp:
                 body = resp.read()

@@ -209,7 +209,7 @@ def ensure_store(uri: str, artifact_location: str | None = None) -> None:
         try:
             trk_utils._get_store(uri, artifact_location)
             reg_utils._get_store(uri, uri)
-        except Exception as e:  # noqa: BLE001 - reworded with the fix
+        except Exception as e:  # reworded with the fix
             from airflow_mlops.core.redact import redact
 
             raise MlopsServiceError(

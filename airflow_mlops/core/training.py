@@ -478,7 +478,7 @@ def resolve_estimator(candidate: Candidate) -> Any:
         est = cls(**candidate.params)
         if isinstance(est, BaseEstimator) and hasattr(est, "_validate_params"):
             est._validate_params()  # sklearn checks values only at fit time; fail before any run starts
-    except Exception as e:  # noqa: BLE001 - any rejection of the params is the user's to fix
+    except Exception as e:  # any rejection of the params is the user's to fix
         raise MlopsInputError(
             f"Estimator {candidate.estimator} rejects params {candidate.params}: {e}. Fix `estimator_params`."
         ) from e

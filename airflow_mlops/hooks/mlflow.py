@@ -55,7 +55,7 @@ class MlflowHook(BaseHook):
             ui_url=extra.get("ui_url"),
         )
 
-    def activate(self):  # noqa: ANN201 - a context manager of MlflowTarget
+    def activate(self):  # a context manager of MlflowTarget
         """Context manager: MLflow's process-wide settings point at this connection inside it."""
         return self.target.activate()
 

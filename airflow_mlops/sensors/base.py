@@ -84,7 +84,7 @@ class MlopsSensor(BaseSensorOperator):
             return self.check(context)
         except (AirflowSkipException, NotMet, NotMetTimeout):
             raise
-        except Exception as e:  # noqa: BLE001 - re-raised by execute as itself
+        except Exception as e:  # re-raised by execute as itself
             raise _CheckError(e) from e
 
     def execute(self, context: Context) -> Any:

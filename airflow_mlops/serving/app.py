@@ -442,7 +442,7 @@ class Gateway:
             raise HttpError(422, f"{redact(e)} The deployment was not changed.") from None
         except MlopsServiceError as e:
             raise HttpError(503, f"{redact(e)} The deployment was not changed.") from None
-        except Exception as e:  # noqa: BLE001 - e.g. a model that fails to unpickle
+        except Exception as e:  # e.g. a model that fails to unpickle
             log.exception("Loading deployment of %s failed", cfg.model_name if cfg else "?")
             raise HttpError(
                 500, f"Loading the models failed: {redact(e)}. The deployment was not changed."
@@ -655,7 +655,7 @@ def _score(model: LoadedModel, records: list[Any]) -> tuple[Batch, np.ndarray, n
         raise HttpError(422, str(e)) from None
     try:
         preds, proba = model.predict(batch)
-    except Exception as e:  # noqa: BLE001 - answered as a server error, counted, and logged
+    except Exception as e:  # answered as a server error, counted, and logged
         log.exception("Model %s v%s failed to predict", model.name, model.version)
         raise HttpError(500, f"Model {model.name} v{model.version} failed to predict: {e}") from None
     return batch, preds, proba

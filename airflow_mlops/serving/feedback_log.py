@@ -175,7 +175,7 @@ class FeedbackLogWriter:
         while not self._stop.wait(self.flush_seconds):
             try:
                 self.flush()
-            except Exception:  # noqa: BLE001 - the writer must outlive any error; it is in the gateway log
+            except Exception:  # the writer must outlive any error; it is in the gateway log
                 log.exception("The feedback log writer under %s failed", self.root)
 
 

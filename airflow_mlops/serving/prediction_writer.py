@@ -167,7 +167,7 @@ class PredictionLogWriter:
                     if self._tables and (due or full):
                         self._write_tables()
                         last_write = time.monotonic()
-            except Exception:  # noqa: BLE001 - the writer must outlive any error; it is in the gateway log
+            except Exception:  # the writer must outlive any error; it is in the gateway log
                 log.exception("The prediction log writer under %s failed", self.root)
 
     def flush(self) -> list[Path]:

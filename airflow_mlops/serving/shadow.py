@@ -95,7 +95,7 @@ class ShadowWorker:
                         agree += self._agreement(model, [item])
                     except MlopsInputError:
                         pass
-            except Exception:  # noqa: BLE001 - a broken shadow must never hurt the champion's traffic
+            except Exception:  # a broken shadow must never hurt the champion's traffic
                 log.exception("Shadow version %s/%s failed to predict", model.name, model.version)
                 agree = 0
             self.metrics.shadow_requests.labels(model.name, model.version).inc(len(group))

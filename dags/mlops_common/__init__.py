@@ -104,7 +104,7 @@ def require_champion() -> str:
 
 
 # The steps of a release, built with the examples' settings; each DAG file chains them itself.
-def offline_gate():  # noqa: ANN201 - a ValidationGateSensor
+def offline_gate():  # a ValidationGateSensor
     """The candidate's test metrics against the champion's; a failed gate skips the release."""
     from airflow_mlops.sensors.validation_gate import ValidationGateSensor
 
@@ -114,7 +114,7 @@ def offline_gate():  # noqa: ANN201 - a ValidationGateSensor
     )  # fmt: skip
 
 
-def deploy_canary():  # noqa: ANN201 - a DeployOperator
+def deploy_canary():  # a DeployOperator
     """The candidate held at ``CANARY_SHARE`` of the traffic; ``@champion`` does not move."""
     from airflow_mlops.operators.deploy import DeployOperator
 
@@ -124,7 +124,7 @@ def deploy_canary():  # noqa: ANN201 - a DeployOperator
     )  # fmt: skip
 
 
-def online_gate():  # noqa: ANN201 - a ValidationGateSensor
+def online_gate():  # a ValidationGateSensor
     """The canary's live quality on real traffic with ground truth; fails on a failed verdict,
     an error or a timeout (the canary is then rolled back)."""
     from airflow_mlops.sensors.validation_gate import ValidationGateSensor
@@ -135,7 +135,7 @@ def online_gate():  # noqa: ANN201 - a ValidationGateSensor
     )  # fmt: skip
 
 
-def promote():  # noqa: ANN201 - a DeployOperator
+def promote():  # a DeployOperator
     """All traffic to the candidate, which becomes ``@champion``: runs only after the online gate passed."""
     from airflow_mlops.operators.deploy import DeployOperator
 
@@ -145,7 +145,7 @@ def promote():  # noqa: ANN201 - a DeployOperator
     )  # fmt: skip
 
 
-def canary_to_roll_back(ti) -> bool:  # noqa: ANN001 - the task instance
+def canary_to_roll_back(ti) -> bool:  # the task instance
     """True when a canary was deployed and the online gate did not pass it (failed, errored or timed
     out); False, saying so, when nothing was deployed (e.g. training failed): nothing to do."""
     canary = ti.xcom_pull(task_ids="deploy_canary")
@@ -159,7 +159,7 @@ def canary_to_roll_back(ti) -> bool:  # noqa: ANN001 - the task instance
     return True
 
 
-def rollback():  # noqa: ANN201 - a DeployOperator
+def rollback():  # a DeployOperator
     """Restore the routing and the champion from before the canary."""
     from airflow_mlops.operators.deploy import DeployOperator
 

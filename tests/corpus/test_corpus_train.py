@@ -480,7 +480,7 @@ def test_training_corpus(case: TrainCase, mlflow_server, mlflow_client, request,
     uri = mlflow_server if case.tracking == "server" else f"http://admin:{PASSWORD}@127.0.0.1:{free_port()}"
     before = _state(mlflow_client)
     started = time.monotonic()
-    with pytest.raises(Exception) as info:  # noqa: PT011 - the type is asserted below, with the message
+    with pytest.raises(Exception) as info:  # the type is asserted below, with the message
         train_and_register(MlflowTarget(uri), name, "target", dataset, kwargs.pop("candidates", ()), **kwargs)
     took = time.monotonic() - started
     err = info.value

@@ -17,7 +17,7 @@ def test_credentials_in_the_url_are_not_read_as_the_host() -> None:
     """A real HTTP server answers /health: ``user:pw@host`` must reach it, not be taken for a host name."""
 
     class Health(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:  # http.server's naming
             self.send_response(200 if self.path == "/health" else 404)
             self.end_headers()
             self.wfile.write(b"OK")

@@ -51,7 +51,7 @@ class _Gateway(http.server.ThreadingHTTPServer):
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server API
+    def do_GET(self) -> None:  # http.server API
         server: _Gateway = self.server  # type: ignore[assignment]
         if self.path in ("/health", "/ready"):
             code, body = (200, b"{}") if server.healthy else (503, b"{}")

@@ -68,7 +68,7 @@ def _metric(client: TestClient, name: str, **labels: str) -> float:
     )
 
 
-def _slow(X):  # noqa: ANN001, ANN202 - a FunctionTransformer step
+def _slow(X):  # a FunctionTransformer step
     if len(X) >= 1500:
         time.sleep(1.5)  # a heavy model: sleeping releases the interpreter as numpy/BLAS work does
     return X
@@ -214,7 +214,7 @@ def _tiny_disk(path: Path, size: str = "256k") -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
-def _wait(condition, timeout: float = 10.0) -> None:  # noqa: ANN001
+def _wait(condition, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"
