@@ -211,7 +211,7 @@ def run_leg(leg: Leg, wheel: Path, refresh: bool, reuse: bool = False) -> Outcom
             sh(cmd, out.log, env, cwd=tree, timeout=2400)
         finally:
             out.tests = junit_counts(junit)
-        done("pytest")
+            done("pytest")  # timed whether the tests pass or not
         out.ok = True
     except (RuntimeError, subprocess.TimeoutExpired, SystemExit) as e:
         done("failed step")
