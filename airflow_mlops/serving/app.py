@@ -497,15 +497,18 @@ async def _read_json(request: Request, limit: int, timeout: float = 30.0) -> Any
     if length is not None and length.isdigit() and int(length) > limit:
         raise HttpError(413, f"The request body has {length} bytes, over the limit of {limit}: send less.")
     chunks: list[bytes] = []
-    size = 0
+
+    async def receive() -> None:
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise HttpError(413, f"The request body is over the limit of {limit} bytes: send less.")
+            chunks.append(chunk)
+
     try:
-        async with asyncio.timeout(timeout):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise HttpError(413, f"The request body is over the limit of {limit} bytes: send less.")
-                chunks.append(chunk)
-    except TimeoutError:
+        await asyncio.wait_for(receive(), timeout)  # not asyncio.timeout: Python 3.10 is supported
+    except asyncio.TimeoutError:  # an alias of TimeoutError from 3.11 on
         raise HttpError(
             408, f"The request body did not arrive within {timeout:g} s: send the whole body at once."
         ) from None
