@@ -1,0 +1,104 @@
+"""Run the whole test suite as a few pytest sessions side by side, then print one pytest summary line.
+
+Most of the suite waits on real servers (MLflow, Airflow's components, Docker builds, Prometheus), not on
+the CPU, so four sessions on two cores finish far sooner than one. Each session owns the tests that
+share its heavy resources: the real Airflow deployment, Docker (images and the compose stack), the
+wheel matrix (its own virtualenvs), and everything else. Logs go to ``build/suite/<session>.log``.
+
+Usage: ``python scripts/run_suite.py [pytest options]`` (``scripts/test.sh`` calls it when no test path
+is given).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "build" / "suite"
+
+# Sessions and the test paths they own; "main" takes everything the others do not.
+OWN = {
+    "airflow": ["tests/deployment"],
+    "docker": ["tests/integration/stack", "tests/integration/deploy"],
+    "matrix": ["tests/packaging"],
+}
+
+
+def _sessions() -> dict[str, list[str]]:
+    taken = [p for paths in OWN.values() for p in paths]
+    return {"main": ["tests", *(f"--ignore={p}" for p in taken)], **OWN}
+
+
+def _counts(xml: Path) -> dict[str, int]:
+    """passed / failed / errors / skipped from a JUnit XML report (zeros when there is none)."""
+    out = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0}
+    if not xml.exists():
+        return out
+    try:
+        root = ET.parse(xml).getroot()
+    except ET.ParseError:
+        return out
+    for suite in root.iter("testsuite"):
+        tests, failed = int(suite.get("tests", 0)), int(suite.get("failures", 0))
+        errors, skipped = int(suite.get("errors", 0)), int(suite.get("skipped", 0))
+        out["failed"] += failed
+        out["errors"] += errors
+        out["skipped"] += skipped
+        out["passed"] += tests - failed - errors - skipped
+    return out
+
+
+def main(argv: list[str]) -> int:
+    OUT.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    procs: dict[str, tuple[subprocess.Popen[bytes], Path, float]] = {}
+    for name, paths in _sessions().items():
+        log = OUT / f"{name}.log"
+        xml = OUT / f"{name}.xml"
+        xml.unlink(missing_ok=True)
+        cmd = [sys.executable, "-m", "pytest", *paths, *argv, f"--junitxml={xml}"]
+        print(f"suite: {name}: {' '.join(paths)} (log: {log.relative_to(ROOT)})", flush=True)
+        with log.open("wb") as f:
+            procs[name] = (
+                subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT),
+                log,
+                time.monotonic(),
+            )
+    codes: dict[str, int] = {}
+    while len(codes) < len(procs):
+        for name, (proc, log, began) in procs.items():
+            if name in codes or proc.poll() is None:
+                continue
+            codes[name] = proc.returncode
+            lines = log.read_text(errors="replace").splitlines()
+            # A failed session shows its failures in full; a passed one its summary.
+            shown = lines[-400:] if proc.returncode not in (0, 5) else lines[-12:]
+            print(
+                f"\n===== suite: {name} exited {proc.returncode} after {time.monotonic() - began:.0f} s ====="
+            )
+            print("\n".join(shown), flush=True)
+        time.sleep(1)
+    total = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0}
+    for name in procs:
+        for k, v in _counts(OUT / f"{name}.xml").items():
+            total[k] += v
+    # A session that crashed before writing its report still fails the run.
+    crashed = [n for n, c in codes.items() if c not in (0, 5) and not any(_counts(OUT / f"{n}.xml").values())]
+    for name in crashed:
+        print(f"suite: session {name} exited {codes[name]} without a report: see build/suite/{name}.log")
+    # pytest's own wording and order, so that readers of pytest's summary line read this one too.
+    parts = [f"{total['failed']} failed"] if total["failed"] else []
+    parts.append(f"{total['passed']} passed")
+    parts += [f"{total['skipped']} skipped"] if total["skipped"] else []
+    parts += [f"{total['errors']} error{'s' if total['errors'] > 1 else ''}"] if total["errors"] else []
+    print(f"============ {', '.join(parts)} in {time.monotonic() - start:.2f}s ============")
+    ok = all(c in (0, 5) for c in codes.values()) and total["passed"] > 0
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
