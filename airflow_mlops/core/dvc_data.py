@@ -182,7 +182,7 @@ def _never_pushed(path: str, repo: str, rev: str, md5: str, store: tuple[str, st
 
 def _why(e: BaseException) -> str:
     """The most telling message of an exception chain (DVC wraps the real reason), redacted."""
-    parts = []
+    parts: list[str] = []
     chain: BaseException | None = e
     while chain is not None and len(parts) < 3:
         text = str(chain).strip()

@@ -57,4 +57,4 @@ class DvcDatasetSource(DatasetSource):
         return cls(source_dict["repo"], source_dict["path"], source_dict["rev"])
 
 
-register_dataset_source(DvcDatasetSource)
+register_dataset_source(DvcDatasetSource)  # type: ignore[arg-type]  # MLflow registers the class

@@ -121,8 +121,8 @@ def log_model_run(
     :return: ``model_name``, ``version``, ``run_id``, ``model_uri``, ``metrics`` and more facts.
     """
     import mlflow
-    import mlflow.data
     import sklearn
+    from mlflow.data.pandas_dataset import from_pandas
     from mlflow.models import infer_signature
 
     import airflow_mlops.core.dvc_source  # noqa: F401 - registers the dvc:// dataset source
@@ -156,7 +156,7 @@ def log_model_run(
             }
         )
         mlflow.log_metrics(outcome.metrics)
-        ds = mlflow.data.from_pandas(  # a plain path or a dvc:// source (see core.dvc_source)
+        ds = from_pandas(  # a plain path or a dvc:// source (see core.dvc_source)
             dataset.frame, source=source, name=redact(dataset.name), targets=outcome.target
         )
         mlflow.log_input(ds, context="training")

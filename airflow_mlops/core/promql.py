@@ -135,7 +135,8 @@ class PromClient:
                 f"{self.where} did not answer like a Prometheus server ({redact(body[:200])!r}): check that the "
                 "URL is the Prometheus base URL."
             )
-        return payload["data"]
+        data: dict[str, Any] = payload["data"]
+        return data
 
     def query(self, promql: str) -> list[Sample]:
         """Run an instant query; return its series (an empty list when nothing matches).
@@ -147,7 +148,8 @@ class PromClient:
         if not promql or not promql.strip():
             raise MlopsInputError("The PromQL query is empty: give an expression.")
         data = self._get("/api/v1/query", {"query": promql})
-        kind, result = data.get("resultType"), data.get("result")
+        kind = data.get("resultType")
+        result: Any = data.get("result")
         try:
             if kind == "scalar":
                 return [Sample({}, _number(result[1]))]

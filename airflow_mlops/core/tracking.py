@@ -135,7 +135,7 @@ def _tracking_client(uri: str, get_host_creds: Callable[[], Any]) -> Any:
         # MLflow resolves ``store`` from the URI and the environment on every call: pin ours.
         def __init__(self, tracking_uri: str, store: RestStore) -> None:
             self._store = store
-            super().__init__(tracking_uri)
+            super().__init__(tracking_uri)  # type: ignore[no-untyped-call]  # unannotated in MLflow
 
         @property
         def store(self) -> RestStore:
@@ -152,7 +152,7 @@ def _registry_client(uri: str, tracking_uri: str, get_host_creds: Callable[[], A
     class _Client(ModelRegistryClient):
         def __init__(self, registry_uri: str, tracking_uri: str, store: RestStore) -> None:
             self._store = store
-            super().__init__(registry_uri, tracking_uri)
+            super().__init__(registry_uri, tracking_uri)  # type: ignore[no-untyped-call]  # unannotated in MLflow
 
         @property
         def store(self) -> RestStore:

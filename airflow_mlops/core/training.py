@@ -447,7 +447,8 @@ def _estimator_type(est: Any) -> str | None:
     try:
         from sklearn.utils import get_tags
 
-        return get_tags(est).estimator_type
+        kind: str | None = get_tags(est).estimator_type
+        return kind
     except Exception:  # noqa: BLE001 - no sklearn tags
         return getattr(est, "_estimator_type", None)
 

@@ -211,15 +211,6 @@ class DriftSensor(MlopsSensor):
             log=self.log,
         )
 
-    def _emit(self, context: Context, summary: dict[str, Any]) -> dict[str, Any]:
-        """Attach the summary to every outlet Asset's event."""
-        from airflow.sdk import Asset
-
-        for outlet in self.outlets or []:
-            if isinstance(outlet, Asset):
-                context["outlet_events"][outlet].extra = summary
-        return summary
-
     def check(self, context: Context) -> bool | PokeReturnValue:
         """Check once: done (with the summary) on drift, False otherwise."""
         summary = self._evaluate(self.spec())

@@ -11,6 +11,7 @@ every request sees either the old or the new deployment whole, and none fails du
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import hmac
 import logging
@@ -580,7 +581,7 @@ def create_app(
                 on_error=metrics.log_write_errors.labels("feedback").inc,
             )
             for name, w in (("predictions", gw.writer), ("feedback", gw.feedback_writer)):
-                metrics.log_held.labels(name).set_function(lambda w=w: w.held_rows)
+                metrics.log_held.labels(name).set_function(functools.partial(getattr, w, "held_rows"))
         task = asyncio.create_task(_initial_load(config)) if config is not None else None
         try:
             yield

@@ -87,6 +87,11 @@ class GatewayClient:
             raise cls(r.status_code, str(detail))
         return r.json() if r.headers.get("content-type", "").startswith("application/json") else r.text
 
+    def _object(self, method: str, path: str, *, admin: bool = False, **kwargs: Any) -> dict[str, Any]:
+        """A call whose answer is a JSON object."""
+        answer: dict[str, Any] = self._call(method, path, admin=admin, **kwargs)
+        return answer
+
     def predict(
         self, inputs: dict[str, Any] | list[dict[str, Any]], key: str | None = None
     ) -> dict[str, Any]:
@@ -99,7 +104,7 @@ class GatewayClient:
         body: dict[str, Any] = {"inputs": inputs}
         if key is not None:
             body["key"] = key
-        return self._call("POST", "/predict", json=body)
+        return self._object("POST", "/predict", json=body)
 
     def feedback(self, request_id: str, label: Any = None, labels: list[Any] | None = None) -> dict[str, Any]:
         """Send the true label(s) of a served request.
@@ -113,11 +118,11 @@ class GatewayClient:
             body["labels"] = labels
         else:
             body["label"] = label
-        return self._call("POST", "/feedback", json=body)
+        return self._object("POST", "/feedback", json=body)
 
     def get_deployment(self) -> dict[str, Any]:
         """The current deployment config (versions resolved)."""
-        return self._call("GET", "/admin/deployment", admin=True)
+        return self._object("GET", "/admin/deployment", admin=True)
 
     def put_deployment(self, config: dict[str, Any], timeout: float = 300.0) -> dict[str, Any]:
         """Change models and routing; returns the applied config (aliases resolved to versions).
@@ -125,19 +130,19 @@ class GatewayClient:
         :param config: the deployment config.
         :param timeout: seconds to wait, since new models are loaded before the answer.
         """
-        return self._call("PUT", "/admin/deployment", admin=True, json=config, timeout=timeout)
+        return self._object("PUT", "/admin/deployment", admin=True, json=config, timeout=timeout)
 
     def health(self) -> dict[str, Any]:
         """``GET /health``."""
-        return self._call("GET", "/health")
+        return self._object("GET", "/health")
 
     def ready(self) -> dict[str, Any]:
         """``GET /ready`` (raises :class:`GatewayError` with 503 when not ready)."""
-        return self._call("GET", "/ready")
+        return self._object("GET", "/ready")
 
     def metrics_text(self) -> str:
         """The Prometheus exposition text of ``GET /metrics``."""
-        return self._call("GET", "/metrics")
+        return str(self._call("GET", "/metrics"))
 
     def wait_ready(self, timeout: float = 60.0, interval: float = 0.2) -> dict[str, Any]:
         """Poll ``/ready`` until the gateway serves a deployment.

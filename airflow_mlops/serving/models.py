@@ -138,7 +138,9 @@ class LoadedModel:
             if self.is_classifier:
                 proba = self.estimator.predict_proba(example.X)
                 self._labels_from_proba = bool(
-                    np.array_equal(self.classes[proba.argmax(axis=1)], self.estimator.predict(example.X))
+                    np.array_equal(
+                        np.asarray(self.classes)[proba.argmax(axis=1)], self.estimator.predict(example.X)
+                    )
                 )
             if self._all_numbers:
                 self._fast = _MatrixPipeline.build(self.estimator, self._names, example, self.is_classifier)

@@ -292,7 +292,7 @@ def _table(entries: list[_Entry]) -> Any:
         e.batch.matrix is not None and e.batch.names == first.names for e in entries
     ):
         # The common case: one model's numeric rows, stacked in one call.
-        stacked = np.vstack([e.batch.matrix for e in entries])
+        stacked = np.vstack([e.batch.matrix for e in entries if e.batch.matrix is not None])
         for j, c in enumerate(first.names):
             data[c] = pa.array(stacked[:, j])
     else:

@@ -21,12 +21,17 @@ def protocol_class(header_timeout: float, prefer_httptools: bool = True) -> type
     :param header_timeout: seconds a client has to send a request's headers.
     :param prefer_httptools: use httptools when it is installed (about twice as fast as h11).
     """
+    base: type[Any]
     if prefer_httptools and importlib.util.find_spec("httptools"):
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
-    else:
-        from uvicorn.protocols.http.h11_impl import H11Protocol as base
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-    class HeaderDeadlineProtocol(base):  # type: ignore[valid-type, misc]
+        base = HttpToolsProtocol
+    else:
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+
+        base = H11Protocol
+
+    class HeaderDeadlineProtocol(base):  # type: ignore[misc]
         _deadline: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: Any) -> None:
