@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_mlops.core.errors import MlopsInputError
 from airflow_mlops.hooks.mlflow import MlflowHook
 from airflow_mlops.links.mlflow import XCOM_RUN_URL, MlflowRunLink
 
@@ -107,9 +108,9 @@ class TrainOperator(BaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         if data is None and dvc_path is None:
-            raise ValueError("Give `data` (a file or folder) or `dvc_path` (a DVC-tracked file).")
+            raise MlopsInputError("Give `data` (a file or folder) or `dvc_path` (a DVC-tracked file).")
         if serialization not in ("cloudpickle", "skops"):
-            raise ValueError(f"serialization={serialization!r}: use 'cloudpickle' or 'skops'.")
+            raise MlopsInputError(f"serialization={serialization!r}: use 'cloudpickle' or 'skops'.")
         self.registered_model_name = registered_model_name
         self.target = target
         self.data = data
