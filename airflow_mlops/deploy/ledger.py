@@ -31,13 +31,16 @@ class LedgerEntry:
 
     :param action: ``promote`` (champion moved), ``deploy`` (routing changed, champion kept),
         ``rollback`` or ``rollback_auto`` (after a failed health check).
-    :param version: the version deployed (or restored, for a rollback).
+    :param version: the version deployed; for a rollback, the version restored, or the version rolled
+        back when nothing served before it (``serving`` is then ``none``).
     :param from_version: the champion before.
     :param strategy: rollout strategy.
     :param actor: who: a user name or ``airflow:<dag_id>``.
     :param dag_run: ``dag_id/run_id/task_id`` when run by Airflow.
     :param endpoint: the gateway URL.
     :param reason: why (for rollbacks).
+    :param rolled_back: rollbacks: the version taken out of traffic.
+    :param serving: rollbacks: the version that serves after it, ``none`` when nothing serves.
     :param at: UTC time, ISO 8601.
     """
 
@@ -49,6 +52,8 @@ class LedgerEntry:
     dag_run: str | None = None
     endpoint: str | None = None
     reason: str | None = None
+    rolled_back: str | None = None
+    serving: str | None = None
     at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
     def to_dict(self) -> dict[str, Any]:

@@ -203,6 +203,8 @@ class StepWatch:
     :param min_requests: requests of ``version`` needed before the rate counts.
     :param baseline: ``{status: count}`` of ``version`` when the stage began.
     :param poll_seconds: how often health is checked.
+    :param previous_config: the routing from before the deploy (None: nothing served), for
+        :meth:`Deployer.restore_routing` when the state of record cannot be reached.
     """
 
     endpoint: str
@@ -213,6 +215,7 @@ class StepWatch:
     min_requests: int
     baseline: dict[str, float] = field(default_factory=dict)
     poll_seconds: float = 0.5
+    previous_config: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (trigger arguments)."""
@@ -637,6 +640,7 @@ class Deployer:
             endpoint=state.endpoint or "", model_name=req.model_name, version=new,
             hold_seconds=stage.hold_seconds, max_error_rate=req.max_error_rate,
             min_requests=req.min_requests, baseline=baseline, poll_seconds=self.poll_seconds,
+            previous_config=state.op.previous_config,
         )  # fmt: skip
         return Progress(watch=watch, stage=index)
 
@@ -772,6 +776,19 @@ class Deployer:
             self._rollback_after_failure(state, client, req, op.previous_config, reason)
         return True
 
+    def restore_routing(self, endpoint: str, config: dict[str, Any] | None) -> bool:
+        """Put ``config`` back on the gateway at ``endpoint`` through its HTTP API only (no MLflow, no
+        state of record): what ``on_kill`` does when MLflow cannot be used in the killed process. The
+        state keeps the interrupted operation, whose lease runs out.
+
+        :return: whether a routing was put back (None ``config``: nothing served before; not stopped).
+        """
+        if not config:
+            return False
+        with GatewayApi(endpoint, self._token()) as api:
+            api.put_deployment(config, timeout=30.0)
+        return True
+
     # -- rollback -------------------------------------------------------------------------------
     def rollback(
         self,
@@ -840,6 +857,7 @@ class Deployer:
                 state.op = Operation(
                     id=op_id, action="rollback", version=(previous or {}).get("champion"),
                     expected_champion=expected_now, previous_config=previous, restore_champion=restore_champion,
+                    rolled_back=op.version if op is not None and op.action == "deploy" else None,
                     lease_until=self._lease(0), host=this_host(),
                 )  # fmt: skip
                 self._save(state)
@@ -851,12 +869,17 @@ class Deployer:
                 else:
                     compare_and_set_alias(client, model_name, CHAMPION, restore_champion, expected_now)
             restored = (previous or {}).get("champion")
+            assert state.op is not None
+            rolled_back = state.op.rolled_back
+            # A first model's held canary restores nothing: the entry names the version rolled back.
             ledger.record(
                 client,
                 model_name,
                 ledger.LedgerEntry(
                     action="rollback",
-                    version=str(restored),
+                    version=str(restored if restored is not None else rolled_back),
+                    rolled_back=rolled_back,
+                    serving="none" if restored is None else str(restored),
                     from_version=expected_now,
                     strategy=str((previous or {}).get("strategy")),
                     actor=actor or ledger._user(),
@@ -866,7 +889,6 @@ class Deployer:
                 ),  # fmt: skip
             )
             state.previous_config, state.previous_champion = None, None
-            assert state.op is not None
             state.op.status, state.op.lease_until = "done", 0.0
             state.add_history(op=op_id, action="rollback", version=restored, status="done")
             self._save(state)

@@ -94,6 +94,7 @@ class Operation:
     :param expected_champion: ``champion`` when the operation began (compare-and-set baseline).
     :param previous_config: the routing before the operation (restored on failure / by rollback).
     :param restore_champion: rollback: the champion it restores.
+    :param rolled_back: rollback: the version it takes out of traffic (the last deploy's).
     :param stage: index of the stage applied now (deploy).
     :param lease_until: epoch seconds until which the operation holds the deployment.
     :param host: where the operation runs now.
@@ -110,6 +111,7 @@ class Operation:
     expected_champion: str | None = None
     previous_config: dict[str, Any] | None = None
     restore_champion: str | None = None
+    rolled_back: str | None = None
     stage: int = 0
     lease_until: float = 0.0
     host: str | None = None

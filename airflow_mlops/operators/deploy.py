@@ -25,6 +25,12 @@ BACKENDS = ("local", "docker", "external")
 GATEWAY_URL_ENV = "MLOPS_GATEWAY_URL"
 # The request's defaults are the operator's: one place to change them.
 _DEFAULTS = DeployRequest("", "0")
+# No trigger event comes sooner than this after a deferral. Airflow's scheduler fails a resumed task when
+# the executor's "success" of the deferring process is drained after the task resumed (queued or
+# running again): apache/airflow#72716, #71580 (open in 3.3). A short canary step (the examples hold
+# 5 s) made the LocalExecutor kill the resumed task ~6 s later ("Server indicated the task shouldn't be
+# running anymore").
+DEFER_FLOOR_SECONDS = 15.0
 
 
 class DeployOperator(BaseOperator):
@@ -95,6 +101,9 @@ class DeployOperator(BaseOperator):
         extra ``feedback_token``, else ``$MLOPS_GATEWAY_FEEDBACK_TOKEN``); passed to the gateway.
     :param ready_timeout: seconds for a gateway to start and load its models.
     :param poll_interval: seconds between the trigger's health checks of a held stage.
+    :param min_defer_seconds: no stage resumes sooner than this after its deferral, so that a short hold
+        (or a failure seen at once) cannot race Airflow's scheduler (see ``DEFER_FLOOR_SECONDS``); 0
+        where no executor runs the task (``dag.test()`` runs the trigger inline).
     :param mlflow_conn_id: MLflow connection.
     :param deferrable: watch held stages in the triggerer instead of a worker slot; default from
         ``[operators] default_deferrable``.
@@ -155,6 +164,7 @@ class DeployOperator(BaseOperator):
         feedback_token: str | None = None,
         ready_timeout: float = 180.0,
         poll_interval: float = 2.0,
+        min_defer_seconds: float = DEFER_FLOOR_SECONDS,
         mlflow_conn_id: str = MlflowHook.default_conn_name,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
@@ -191,9 +201,11 @@ class DeployOperator(BaseOperator):
         self.feedback_token = feedback_token
         self.ready_timeout = ready_timeout
         self.poll_interval = poll_interval
+        self.min_defer_seconds = min_defer_seconds
         self.mlflow_conn_id = mlflow_conn_id
         self.deferrable = deferrable
         self._op_id: str | None = None
+        self._restore: dict[str, Any] | None = None
 
     @cached_property
     def hook(self) -> MlflowHook:
@@ -331,6 +343,7 @@ class DeployOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Deploy or roll back; return the deployment's endpoint, versions and weights."""
+        _preload()
         with _errors():
             self._check_args()
             op_id, dag_run, actor = self._ids(context)
@@ -363,21 +376,29 @@ class DeployOperator(BaseOperator):
             return {**self._done(progress.result), "deferred_stages": deferred}
         w = progress.watch
         assert w is not None
+        now = time.time()
         self.defer(
             trigger=DeployStepTrigger(
                 endpoint=w.endpoint,
                 model_name=w.model_name,
                 version=w.version,
                 stage=progress.stage,
-                end_time=time.time() + w.hold_seconds,
+                end_time=now + w.hold_seconds,
                 max_error_rate=w.max_error_rate,
                 min_requests=w.min_requests,
                 baseline=w.baseline,
                 poll_interval=float(self.poll_interval),
+                not_before=now + float(self.min_defer_seconds),
             ),  # fmt: skip
             method_name="execute_complete",
-            kwargs={"version": w.version, "stage": progress.stage, "deferred": deferred + 1},
-            timeout=timedelta(seconds=w.hold_seconds + 600),
+            kwargs={
+                "version": w.version,
+                "stage": progress.stage,
+                "deferred": deferred + 1,
+                # What on_kill puts back when the resumed task is killed before MLflow could be used.
+                "restore": {"endpoint": w.endpoint, "config": w.previous_config},
+            },  # fmt: skip
+            timeout=timedelta(seconds=max(w.hold_seconds, float(self.min_defer_seconds)) + 600),
         )
         raise AssertionError("defer() returned")  # pragma: no cover
 
@@ -388,8 +409,11 @@ class DeployOperator(BaseOperator):
         version: str = "",
         stage: int = 0,
         deferred: int = 0,
+        restore: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Resume after a held stage: judge it (rolling back on failure), then go on or finish."""
+        self._op_id, self._restore = self._ids(context)[0], restore
+        _preload()
         with _errors():
             if not isinstance(event, dict) or "status" not in event:
                 raise MlopsServiceError(f"The deploy trigger sent an unexpected event: {event!r}.")
@@ -401,7 +425,6 @@ class DeployOperator(BaseOperator):
                 problem = None
             else:
                 raise MlopsServiceError(f"The deploy trigger sent an unknown status {event['status']!r}.")
-            self._op_id = self._ids(context)[0]
             deployer = self._deployer()
             request = self._request(context, str(event.get("version") or version))
             stage = int(event.get("stage", stage))
@@ -410,17 +433,40 @@ class DeployOperator(BaseOperator):
             return self._next(deployer, request, progress, max(deferred, stage + 1))
 
     def on_kill(self) -> None:
-        """Leave routing consistent: an interrupted deploy gets the routing from before it back."""
+        """Leave routing consistent: an interrupted deploy gets the routing from before it back.
+
+        It runs in the signal handler, in the main thread, which may be inside an import: when MLflow is
+        not (fully) imported yet it is not imported here (a half-initialized module fails), and the
+        routing from before the deploy, carried by the deferral, is put back through the gateway's
+        HTTP API only.
+        """
         if self._op_id is None or self.action != "deploy":
             return
+        from airflow_mlops.core.redact import redact
+
         try:
-            if self._deployer().abort(self._op_id):
+            if _imported("mlflow"):
+                if self._deployer().abort(self._op_id):
+                    self.log.warning(
+                        "Deploy %s interrupted: the routing from before it was restored.", self._op_id
+                    )
+                return
+            plan = self._restore or {}
+            if plan.get("endpoint") and self._deployer().restore_routing(
+                plan["endpoint"], plan.get("config")
+            ):
                 self.log.warning(
-                    "Deploy %s interrupted: the routing from before it was restored.", self._op_id
+                    "Deploy %s interrupted before MLflow was loaded: the routing from before it was put "
+                    "back on the gateway; the deployment's state keeps the operation until its lease ends.",
+                    self._op_id,
+                )
+            else:
+                self.log.warning(
+                    "Deploy %s interrupted before MLflow was loaded, with no earlier routing to put back: "
+                    "roll back with action='rollback' if the new version must not serve.",
+                    self._op_id,
                 )
         except Exception as e:  # noqa: BLE001 - on_kill must not raise; the state keeps the lease
-            from airflow_mlops.core.redact import redact
-
             self.log.error("Could not restore the routing after the kill: %s", redact(e))
 
     def _done(self, result: Any) -> dict[str, Any]:
@@ -431,6 +477,23 @@ class DeployOperator(BaseOperator):
             out["champion"],
         )  # fmt: skip
         return out
+
+
+def _preload() -> None:
+    """Import up front what :meth:`DeployOperator.on_kill` needs, so that a kill arriving later finds
+    MLflow whole instead of half-imported by the main thread."""
+    import mlflow  # noqa: F401
+
+    import airflow_mlops.deploy.rollout  # noqa: F401
+
+
+def _imported(module: str) -> bool:
+    """Whether ``module`` is fully imported (not absent, not in the middle of its import)."""
+    import sys
+
+    mod = sys.modules.get(module)
+    spec = getattr(mod, "__spec__", None)
+    return mod is not None and not getattr(spec, "_initializing", False)
 
 
 @contextmanager

@@ -35,6 +35,9 @@ class DeployStepTrigger(BaseTrigger):
     :param baseline: ``{status: count}`` of ``version`` when the stage began.
     :param poll_interval: seconds between health checks.
     :param request_timeout: seconds per HTTP call.
+    :param not_before: epoch seconds before which no event is sent, failures included (see
+        :data:`~airflow_mlops.operators.deploy.DEFER_FLOOR_SECONDS`: an event right after the deferral
+        lets Airflow's scheduler fail the resumed task).
     """
 
     def __init__(
@@ -49,6 +52,7 @@ class DeployStepTrigger(BaseTrigger):
         baseline: dict[str, float] | None = None,
         poll_interval: float = 2.0,
         request_timeout: float = 5.0,
+        not_before: float = 0.0,
     ) -> None:
         super().__init__()
         self.endpoint = endpoint.rstrip("/")
@@ -61,6 +65,7 @@ class DeployStepTrigger(BaseTrigger):
         self.baseline = {str(k): float(v) for k, v in (baseline or {}).items()}
         self.poll_interval = float(poll_interval)
         self.request_timeout = float(request_timeout)
+        self.not_before = float(not_before)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Classpath and every constructor argument."""
@@ -77,6 +82,7 @@ class DeployStepTrigger(BaseTrigger):
                 "baseline": self.baseline,
                 "poll_interval": self.poll_interval,
                 "request_timeout": self.request_timeout,
+                "not_before": self.not_before,
             },
         )
 
@@ -99,7 +105,16 @@ class DeployStepTrigger(BaseTrigger):
         return None
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        """Poll health until the hold ends, then judge the stage's error rate."""
+        """Poll health until the hold ends, then judge the stage's error rate (no event before
+        ``not_before``)."""
+        event = await self._judge()
+        wait = self.not_before - time.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        yield event
+
+    async def _judge(self) -> TriggerEvent:
+        """The stage's event: failed at the first unhealthy check, else judged on its error rate."""
         import httpx
 
         from airflow_mlops.deploy.gateway_api import error_rate_problem, request_counts
@@ -111,8 +126,7 @@ class DeployStepTrigger(BaseTrigger):
                 while True:
                     problem = await self._healthy(client)
                     if problem is not None:
-                        yield self._event("failed", problem)
-                        return
+                        return self._event("failed", problem)
                     left = self.end_time - time.time()
                     if left <= 0:
                         break
@@ -121,12 +135,11 @@ class DeployStepTrigger(BaseTrigger):
                     r = await client.get("/metrics")
                     r.raise_for_status()
                 except httpx.HTTPError as e:
-                    yield self._event("failed", f"the gateway's /metrics failed ({type(e).__name__})")
-                    return
+                    return self._event("failed", f"the gateway's /metrics failed ({type(e).__name__})")
                 after = request_counts(r.text, self.model_name).get(self.version, {})
             problem = error_rate_problem(
                 self.baseline, after, self.version, self.max_error_rate, self.min_requests
             )
-            yield self._event("ok" if problem is None else "failed", problem)
+            return self._event("ok" if problem is None else "failed", problem)
         except Exception as e:  # noqa: BLE001 - reported to the task, which fails with it
-            yield error_event(e)
+            return error_event(e)

@@ -160,7 +160,11 @@ def canary_to_roll_back(ti) -> bool:  # the task instance
 
 
 def rollback():  # a DeployOperator
-    """Restore the routing and the champion from before the canary."""
+    """Roll back the held canary of the candidate: the routing and the champion from before it come
+    back (a first model's gateway stops). Only that canary: when it is no longer held (promoted, or
+    rolled back already) nothing changes, so this never undoes someone else's later deploy."""
     from airflow_mlops.operators.deploy import DeployOperator
 
-    return DeployOperator(task_id="rollback", model_name=MODEL, action="rollback", **deploy_kwargs())
+    return DeployOperator(
+        task_id="rollback", model_name=MODEL, action="rollback", version=CANDIDATE, **deploy_kwargs()
+    )

@@ -51,6 +51,7 @@ for dag_id, deferrable in (("test_deploy_model", False), ("test_deploy_deferrabl
             promote="{{ params.promote }}",
             validate="{{ params.validate }}",
             poll_interval=0.5,
+            min_defer_seconds=0,  # dag.test() runs the trigger inline: no executor to race
             deferrable=deferrable,
         )
     globals()[dag_id] = dag

@@ -52,6 +52,10 @@ def test_the_release_chain_is_train_gate_canary_online_gate_then_promote_or_roll
     assert dag.get_task("promote").trigger_rule == "all_success"
     assert up["needs_rollback"] == {"deploy_canary", "online_gate"} and up["rollback"] == {"needs_rollback"}
     assert dag.get_task("needs_rollback").trigger_rule == "all_done"
+    # Only the held canary of this run's candidate is rolled back, never a later deploy of someone else.
+    rollback = dag.get_task("rollback")
+    assert rollback.action == "rollback" and rollback.version == dag.get_task("online_gate").version
+    assert "xcom_pull(task_ids='train')" in rollback.version
     source = (REPO_ROOT / "dags" / f"{dag_id}.py").read_text()
     assert "# [START howto_" in source and "# [END howto_" in source
 

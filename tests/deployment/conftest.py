@@ -3,6 +3,7 @@ test module builds its own Airflow deployment on them (see ``harness.py``)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -18,9 +19,13 @@ from tests.servers import stop
 def tier_dir() -> Iterator[Callable[[str], Path]]:
     """``tier_dir(name)``: a new folder for a deployment's home, DAGs and logs, outside pytest's
     numbered temp folders (which concurrent pytest sessions on one host prune while a deployment
-    still runs from them); removed at the end of the session."""
+    still runs from them); removed at the end of the session, unless ``MLOPS_KEEP_TIER_DIR=1`` (to read
+    the components' and tasks' logs after a failure; the folder is printed)."""
     root = Path(tempfile.mkdtemp(prefix="mlops-deployment-tier-"))
     yield lambda name: Path(tempfile.mkdtemp(prefix=f"{name}-", dir=root))
+    if os.environ.get("MLOPS_KEEP_TIER_DIR") == "1":
+        print(f"\nthe deployment tier's folder is kept: {root}")
+        return
     shutil.rmtree(root, ignore_errors=True)
 
 

@@ -444,10 +444,16 @@ class Airflow:
         return str(content)
 
     def wait_run(
-        self, dag_id: str, run_id: str, timeout: float, seen: dict[str, set[str]] | None = None
+        self,
+        dag_id: str,
+        run_id: str,
+        timeout: float,
+        seen: dict[str, set[str]] | None = None,
+        on_poll: Callable[[dict[str, set[str]]], None] | None = None,
     ) -> dict[str, dict[str, Any]]:
-        """Wait for a run to end; record in ``seen`` every state each task was observed in. On timeout,
-        fail with the task logs and the components' log tails."""
+        """Wait for a run to end; record in ``seen`` every state each task was observed in (``on_poll``
+        is called with it after each look). On timeout, fail with the task logs and the components'
+        log tails."""
         seen = seen if seen is not None else {}
         deadline = time.monotonic() + timeout
         while True:
@@ -456,6 +462,8 @@ class Airflow:
             tis = self.task_instances(dag_id, run_id)
             for task_id, ti in tis.items():
                 seen.setdefault(task_id, set()).add(str(ti["state"]))
+            if on_poll is not None:
+                on_poll(seen)
             if run["state"] in TERMINAL:
                 return tis
             if time.monotonic() > deadline:

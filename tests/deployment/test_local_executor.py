@@ -58,12 +58,16 @@ def make_data(root: Path) -> tuple[Path, Path]:
 
 class Traffic(threading.Thread):
     """Production traffic: ``python -m airflow_mlops.simulator`` batches against the gateway whenever it
-    serves, with ground truth sent back; ``shift`` switches to the changed world."""
+    serves, with ground truth sent back; ``shift`` switches to the changed world. ``paused`` (set)
+    holds new batches back while a canary is deployed, so that its online gate's first check finds too
+    little evidence and the sensor really defers (it passes at once, rightly, when the evidence is
+    already there: a first model serves all the traffic from its canary deploy on)."""
 
     def __init__(self, endpoint: str, pool: Path, env: dict[str, str], log: Path) -> None:
         super().__init__(name="traffic", daemon=True)
         self.endpoint, self.pool, self.env, self.log = endpoint, pool, env, log
         self.shift: list[str] = []
+        self.paused = threading.Event()
         self.stop = threading.Event()
         self.sent = {"clean": 0, "shifted": 0, "failed": 0}
         self.proc: subprocess.Popen | None = None
@@ -80,6 +84,9 @@ class Traffic(threading.Thread):
 
         batch = 0
         while not self.stop.is_set():
+            if self.paused.is_set():
+                time.sleep(0.5)
+                continue
             try:
                 httpx.get(f"{self.endpoint}/ready", timeout=1, trust_env=False).raise_for_status()
             except httpx.HTTPError:
@@ -193,9 +200,17 @@ def test_the_example_dags_close_the_loop_on_a_real_scheduler(deployment, mlflow_
         af.unpause(dag_id)
 
     # 1. The first model: train -> offline gate -> canary -> online gate (live traffic) -> promote.
+    def resume_when_gate_defers(seen: dict[str, set[str]]) -> None:
+        if "deferred" in seen.get("online_gate", ()):
+            traffic.paused.clear()
+
+    traffic.paused.set()  # until the online gate has deferred (see Traffic)
     first = af.trigger("mlops_train_gate_deploy")
     seen: dict[str, set[str]] = {}
-    tis = af.wait_run("mlops_train_gate_deploy", first, timeout=360, seen=seen)
+    tis = af.wait_run(
+        "mlops_train_gate_deploy", first, timeout=360, seen=seen, on_poll=resume_when_gate_defers
+    )
+    traffic.paused.clear()
     states = {t: ti["state"] for t, ti in tis.items()}
     others = {
         d: [(r["run_type"], r["state"]) for r in af.runs(d) if r["dag_run_id"] != first] for d in EXAMPLES
@@ -234,8 +249,12 @@ def test_the_example_dags_close_the_loop_on_a_real_scheduler(deployment, mlflow_
         return runs[0]["dag_run_id"] if runs else None
 
     retrain = af.wait(asset_run, 60, "the Asset event to queue mlops_retrain")
+    traffic.paused.set()  # until v2's online gate has deferred (see Traffic)
     seen_retrain: dict[str, set[str]] = {}
-    tis = af.wait_run("mlops_retrain", retrain, timeout=420, seen=seen_retrain)
+    tis = af.wait_run(
+        "mlops_retrain", retrain, timeout=420, seen=seen_retrain, on_poll=resume_when_gate_defers
+    )
+    traffic.paused.clear()
     states = {t: ti["state"] for t, ti in tis.items()}
     release = {t: states.get(t) for t in ("snapshot_training_data", *RELEASE)}
     assert set(release.values()) == {"success"} and states.get("rollback") == "skipped", (

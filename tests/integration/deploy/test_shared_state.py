@@ -196,6 +196,31 @@ def test_held_first_model_serves_alone_but_champion_waits_for_promotion(
     ]
 
 
+def test_rollback_of_a_held_first_model_records_what_it_took_out_and_that_nothing_serves(
+    two_versions, deployers, mlflow_client, model_name
+):
+    """The online gate failed a first model's held canary: nothing served before it, so the rollback
+    stops the gateway and its ledger entry names the version rolled back and that nothing serves now
+    (it used to crash writing the ledger: ``str(None)`` as the version)."""
+    v1, _ = two_versions
+    dep = deployers("held-first-rb")
+    held = dep.deploy(DeployRequest(model_name, v1, strategy="canary", promote=False, validate=False,
+                                    step_seconds=0, op_id="canary"))  # fmt: skip
+    back = dep.rollback(model_name, held_version=v1, op_id="rb")
+    assert back.served_versions == [] and back.endpoint is None
+    assert not dep.backend.alive(held.handle) and alias_version(mlflow_client, model_name, CHAMPION) is None
+    entry = ledger.read_history(mlflow_client, model_name)[-1]
+    assert (entry["action"], entry["version"], entry["rolled_back"], entry["serving"]) == (
+        "rollback",
+        v1,
+        v1,
+        "none",
+    )
+    tags = mlflow_client.get_model_version(model_name, v1).tags
+    assert tags["mlops.deploy.action"] == "rollback" and tags["mlops.deploy.serving"] == "none"
+    assert dep.rollback(model_name, held_version=v1, op_id="rb-again").reused
+
+
 def test_rollback_of_a_held_canary_only_when_it_is_held(two_versions, deployers, mlflow_client, model_name):
     """The branch after an online gate that failed, timed out or errored: roll back the held canary of
     this version; when nothing is held (already promoted or rolled back), change nothing."""
@@ -235,3 +260,36 @@ def test_abort_restores_routing_and_the_gateway_gets_its_feedback_token(
     assert alias_version(mlflow_client, model_name, CHAMPION) == v1
     assert "fb-Secret" not in json.dumps(state.to_json())
     assert ledger.read_history(mlflow_client, model_name)[-1]["reason"] == "the task was killed"
+
+
+def test_on_kill_while_mlflow_is_half_imported_puts_the_routing_back_over_http(
+    two_versions, deployers, records, mlflow_conn, model_name, tmp_path, monkeypatch
+):
+    """The kill of a resumed deploy can land while its main thread is still importing MLflow (on_kill
+    runs in that thread's signal handler: ``cannot import name 'MlflowClient' from partially initialized
+    module 'mlflow'``). on_kill then imports no MLflow and puts the routing from before the deploy back
+    through the gateway's HTTP API. The half-import is simulated by the import system's own flag on the
+    module's spec (a real one cannot be timed); the gateway, the registry and the routing are real."""
+    import sys
+
+    from airflow_mlops.operators.deploy import DeployOperator
+
+    v1, v2 = two_versions
+    dep = deployers("killed-early")
+    first = dep.deploy(DeployRequest(model_name, v1, validate=False))
+    progress = dep.start(DeployRequest(model_name, v2, strategy="canary", canary_steps=(0.5,), step_seconds=60,
+                                       validate=False, op_id="dag/run/deploy/-1"))  # fmt: skip
+    assert progress.watch is not None and progress.watch.previous_config["routes"] == [
+        {"version": v1, "weight": 1.0}
+    ]
+    assert _served(first.endpoint, records, n=12) == {v1, v2}
+    op = DeployOperator(task_id="deploy", model_name=model_name, deployment_name="killed-early",
+                        state_dir=str(tmp_path / "state"), version=v2)  # fmt: skip
+    op._op_id = "dag/run/deploy/-1"
+    op._restore = {"endpoint": progress.watch.endpoint, "config": progress.watch.previous_config}
+    monkeypatch.setattr(sys.modules["mlflow"].__spec__, "_initializing", True, raising=False)
+    op.on_kill()
+    monkeypatch.undo()
+    assert _served(first.endpoint, records, n=12) == {v1}
+    state, _ = dep.records.load("killed-early")
+    assert state.op.status == "in_progress"  # the state of record keeps the operation until its lease ends

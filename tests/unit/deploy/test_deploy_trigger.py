@@ -28,6 +28,7 @@ ARGS = {
     "baseline": {"200": 10.0, "500": 1.0},
     "poll_interval": 0.1,
     "request_timeout": 2.0,
+    "not_before": 1.5e9,
 }
 
 
@@ -117,3 +118,16 @@ def test_dead_gateway_fails_the_step_within_seconds():
                                               "end_time": time.time() + 60}))  # fmt: skip
     assert event["status"] == "failed" and "did not answer /health" in event["reason"]
     assert time.monotonic() - t0 < 15
+
+
+def test_no_event_comes_before_not_before_not_even_a_failure(gateway):
+    """An event right after the deferral lets Airflow's scheduler fail the resumed task (a stale
+    executor "success" of the deferring process, apache/airflow#72716): the trigger holds every event,
+    a failure seen at once included, until ``not_before``."""
+    gateway.healthy = False
+    t0 = time.monotonic()
+    trigger = _trigger(gateway, hold=60)
+    trigger.not_before = time.time() + 1.5
+    (event,) = _collect(trigger)
+    assert event["status"] == "failed" and "/health" in event["reason"]
+    assert time.monotonic() - t0 >= 1.4
