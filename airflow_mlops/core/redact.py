@@ -32,3 +32,17 @@ def url_secrets(text: object) -> list[str]:
         user, _, password = m.group("userinfo").partition(":")
         found.append(password or user)
     return [s for s in found if s]
+
+
+def without_userinfo(url: str) -> str:
+    """``url`` without ``user:password@`` (a probe that needs no credentials; urllib would read the
+    userinfo as part of the host name).
+
+    :param url: any URL; one without userinfo comes back unchanged.
+    """
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))

@@ -20,6 +20,7 @@ from airflow_mlops.core.errors import MlopsServiceError
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+_SUPPRESS_URL_PRINT = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
 _CRED_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 
 
@@ -45,10 +46,15 @@ class MlflowTarget:
     ui_url: str | None = None
 
     def _env(self) -> dict[str, str | None]:
+        from airflow_mlops.core.redact import without_userinfo
+
+        has_userinfo = without_userinfo(self.tracking_uri) != self.tracking_uri
         return {
             "MLFLOW_TRACKING_USERNAME": self.username,
             "MLFLOW_TRACKING_PASSWORD": self.password,
             "MLFLOW_TRACKING_TOKEN": self.token,
+            # MLflow prints each run's URL straight to stdout, past any log masking.
+            _SUPPRESS_URL_PRINT: "true" if has_userinfo else os.environ.get(_SUPPRESS_URL_PRINT),
         }
 
     @contextmanager
@@ -63,7 +69,8 @@ class MlflowTarget:
         if self.registry_uri and self.registry_uri != self.tracking_uri:
             ensure_store(self.registry_uri, self.artifact_location)
         saved_env = {
-            k: os.environ.get(k) for k in (*_CRED_VARS, "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+            k: os.environ.get(k)
+            for k in (*_CRED_VARS, _SUPPRESS_URL_PRINT, "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
         }
         saved_uris = (trk_utils._tracking_uri, reg_utils._registry_uri)
         try:
@@ -226,15 +233,12 @@ def check_reachable(tracking_uri: str, timeout: float = 10.0) -> None:
     """
     import urllib.error
     import urllib.request
-    from urllib.parse import urlsplit, urlunsplit
 
-    from airflow_mlops.core.redact import redact
+    from airflow_mlops.core.redact import redact, without_userinfo
 
     if not tracking_uri.startswith(("http://", "https://")):
         return
-    # urllib reads ``user:pw@host`` as a host name: probe the bare URL (/health needs no credentials).
-    parts = urlsplit(tracking_uri)
-    bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    bare = without_userinfo(tracking_uri)  # /health needs no credentials
     try:
         with urllib.request.urlopen(f"{bare.rstrip('/')}/health", timeout=timeout):
             return

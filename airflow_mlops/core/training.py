@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import math
-import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -802,7 +801,7 @@ def train_and_register(
         from airflow_mlops.core.tracking import check_reachable
 
         with mlflow_target.activate():
-            check_reachable(_without_userinfo(mlflow_target.tracking_uri))
+            check_reachable(mlflow_target.tracking_uri)
             existing = _existing_experiment(experiment)
             if existing is not None and reuse_tags:
                 reused = find_finished_run(existing, reuse_tags)
@@ -824,50 +823,17 @@ def train_and_register(
             )
             # Only now, with a fitted and scored model, does anything get created.
             experiment_id = existing or ensure_experiment(experiment, mlflow_target.artifact_location)
-            with _quiet_run_urls(mlflow_target.tracking_uri):
-                return log_model_run(
-                    outcome,
-                    model_name=model_name,
-                    experiment_id=experiment_id,
-                    dataset=data,
-                    tags={**(tags or {}), **(reuse_tags or {})},
-                    params={"test_size": test_size, "random_state": random_state, **(params or {})},
-                    serialization=serialization,
-                    sample_rows=sample_rows,
-                    run_name=run_name,
-                )
-
-
-@contextmanager
-def _quiet_run_urls(tracking_uri: str) -> Iterator[None]:
-    """MLflow writes each run's URL straight to stdout, past any log masking: with credentials in the
-    tracking URI, silence it for this task's run (the variable is restored after)."""
-    if _without_userinfo(tracking_uri) == tracking_uri:
-        yield
-        return
-    from mlflow.environment_variables import MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT
-
-    name = MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT.name
-    saved = os.environ.get(name)
-    os.environ[name] = "true"
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = saved
-
-
-def _without_userinfo(uri: str) -> str:
-    """``uri`` without ``user:password@``: a reachability probe needs no credentials (and urllib would take
-    the userinfo for part of the host name)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(uri)
-    if "@" not in parts.netloc:
-        return uri
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+            return log_model_run(
+                outcome,
+                model_name=model_name,
+                experiment_id=experiment_id,
+                dataset=data,
+                tags={**(tags or {}), **(reuse_tags or {})},
+                params={"test_size": test_size, "random_state": random_state, **(params or {})},
+                serialization=serialization,
+                sample_rows=sample_rows,
+                run_name=run_name,
+            )
 
 
 def _check_names(model_name: str, experiment_name: str | None, serialization: str) -> None:

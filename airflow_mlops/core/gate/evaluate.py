@@ -25,7 +25,7 @@ from airflow_mlops.core.gate.evidence import (
 )
 from airflow_mlops.core.gate.spec import GateSpec, Rule, load_spec
 from airflow_mlops.core.promql import PromClient
-from airflow_mlops.core.redact import redact
+from airflow_mlops.core.redact import redact, without_userinfo
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -390,7 +390,7 @@ def probe_mlflow(target: MlflowTarget, timeout: float = PROBE_TIMEOUT) -> None:
     from airflow_mlops.core.tracking import check_reachable
 
     for uri in dict.fromkeys([target.tracking_uri, target.registry_uri or target.tracking_uri]):
-        uri = _without_userinfo(uri)  # urllib would take "user:pw@host" for the host name
+        uri = without_userinfo(uri)  # urllib would take "user:pw@host" for the host name
         try:
             check_reachable(uri, timeout=timeout)
         except MlopsServiceError as e:
@@ -405,15 +405,6 @@ def probe_mlflow(target: MlflowTarget, timeout: float = PROBE_TIMEOUT) -> None:
                 f"{redact(uri)} has no MLflow REST API (HTTP 404 for an MLflow request): point the tracking "
                 "URI at an MLflow tracking server (e.g. http://mlflow:5000)."
             )
-
-
-def _without_userinfo(uri: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(uri)
-    if not parts.scheme.startswith("http") or "@" not in parts.netloc:
-        return uri
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def _no_mlflow_api(uri: str, timeout: float) -> bool:
