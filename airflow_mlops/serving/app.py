@@ -49,8 +49,14 @@ try:  # orjson parses and writes JSON several times faster; the stdlib is the fa
     def _loads(raw: bytes) -> Any:
         return orjson.loads(raw)
 
+    def _numpy_default(obj: Any) -> Any:
+        # OPT_SERIALIZE_NUMPY takes C-contiguous arrays only; a sliced or transposed one comes here.
+        if hasattr(obj, "tolist"):
+            return obj.tolist()
+        raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
     def _dumps(obj: Any) -> bytes:
-        return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
+        return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY, default=_numpy_default)
 
     _JSONError: type[Exception] = orjson.JSONDecodeError
 except ImportError:  # pragma: no cover - orjson ships with MLflow's dependencies here
@@ -236,7 +242,7 @@ class Gateway:
         s = self.settings
         try:
             await asyncio.wait_for(self._load_lock.acquire(), s.put_wait_seconds)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # not TimeoutError before Python 3.11
             raise GatewayBusy(
                 f"Another deployment change is still loading models (waited {s.put_wait_seconds:g} s): "
                 "retry when it has finished (GET /admin/deployment shows what serves)."
@@ -244,7 +250,7 @@ class Gateway:
         try:
             try:
                 new = await asyncio.wait_for(asyncio.to_thread(self.build, config), s.load_timeout)
-            except TimeoutError:
+            except asyncio.TimeoutError:  # not TimeoutError before Python 3.11
                 where = f" from MLflow at {redact(s.tracking_uri)}" if s.tracking_uri else ""
                 raise MlopsServiceError(
                     f"Loading the models of {config.model_name}{where} did not finish within "
