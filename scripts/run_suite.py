@@ -1,9 +1,9 @@
 """Run the whole test suite as a few pytest sessions side by side, then print one pytest summary line.
 
 Most of the suite waits on real servers (MLflow, Airflow's components, Docker builds, Prometheus), not on
-the CPU, so four sessions on two cores finish far sooner than one. Each session owns the tests that
-share its heavy resources: the real Airflow deployment, Docker (images and the compose stack), the
-wheel matrix (its own virtualenvs), and everything else. Logs go to ``build/suite/<session>.log``.
+the CPU, so three sessions on two cores finish far sooner than one. Each session owns the tests that
+share its heavy resources: the real Airflow deployment, Docker (images and the compose stack), and
+everything else. Logs go to ``build/suite/<session>.log``.
 
 Usage: ``python scripts/run_suite.py [pytest options]`` (``scripts/test.sh`` calls it when no test path
 is given).
@@ -24,7 +24,6 @@ OUT = ROOT / "build" / "suite"
 OWN = {
     "airflow": ["tests/deployment"],
     "docker": ["tests/integration/stack", "tests/integration/deploy"],
-    "matrix": ["tests/packaging"],
 }
 
 
