@@ -275,6 +275,10 @@ class Airflow:
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
             "MLFLOW_ENABLE_ASYNC_LOGGING": "false",
+            # MLflow's telemetry thread sets and pops _MLFLOW_TELEMETRY_SESSION_ID in os.environ while a
+            # task's request reads the environment: "API request ... failed with exception
+            # '_MLFLOW_TELEMETRY_SESSION_ID'" (a KeyError) failed resumed deploys on Celery workers.
+            "MLFLOW_DISABLE_TELEMETRY": "true",
             "GIT_PYTHON_REFRESH": "quiet",
             "DVC_NO_ANALYTICS": "1",
             **env,
