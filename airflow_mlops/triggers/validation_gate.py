@@ -86,8 +86,14 @@ class ValidationGateTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        """Evaluate (in a thread: MLflow and Prometheus clients block) until decided or timed out."""
+        """Evaluate (in a thread: MLflow and Prometheus clients block) until decided or timed out.
+
+        The sensor evaluated just before deferring, so the first evaluation here waits one interval. That
+        also keeps an event from arriving before the scheduler has processed the deferring try's exit
+        (apache/airflow#72716: a resumed task is failed on that stale event).
+        """
         while True:
+            await asyncio.sleep(min(self.poll_interval, max(0.0, self.end_time - time.time())))
             try:
                 verdict = await asyncio.to_thread(self._evaluate)
             except Exception as e:  # noqa: BLE001 - reported to the task, which fails with it
@@ -100,4 +106,3 @@ class ValidationGateTrigger(BaseTrigger):
             if time.time() >= self.end_time:
                 yield TriggerEvent({"status": "timeout", "verdict": verdict.to_dict()})
                 return
-            await asyncio.sleep(min(self.poll_interval, max(0.0, self.end_time - time.time())))

@@ -412,7 +412,7 @@ CASES = [
     TrainCase(
         "mlflow_down_with_password",
         _with_kwargs(),
-        r"MLflow at http://127\.0\.0\.1:\d+ is unreachable.*start the server",
+        r"MLflow at http://(\*\*\*@)?127\.0\.0\.1:\d+ is unreachable.*start the server",
         error=MlopsServiceError,
         tracking="dead",
         dead=True,
