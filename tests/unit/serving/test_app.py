@@ -334,7 +334,14 @@ def test_ab_is_sticky_by_key_or_sticky_field(make_client, bc_records):
     assert set(seen.values()) == {"1", "2"}
 
 
-def test_bandit_learns_from_feedback(make_client, bc_records):
+def test_bandit_learns_from_feedback(make_client, bc_records, monkeypatch):
+    """Thompson sampling is random: the router's source is seeded so that the run is one fixed draw."""
+    import random
+    import types
+
+    from airflow_mlops.serving import routing
+
+    monkeypatch.setattr(routing, "random", types.SimpleNamespace(Random=lambda: random.Random(20261201)))
     bandit = {"model_name": "bc", "strategy": "bandit", "routes": [{"version": "1"}, {"version": "2"}]}
     c = make_client(bandit)
     served = []
