@@ -28,18 +28,6 @@ class DvcHook(BaseHook):
         super().__init__()
         self.dvc_conn_id = dvc_conn_id
 
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Labels and placeholders for the connection form in the Airflow UI."""
-        return {
-            "hidden_fields": ["schema", "port", "login", "password"],
-            "relabeling": {"host": "Repository (path or git URL)"},
-            "placeholders": {
-                "host": "/opt/airflow/data-repo or https://github.com/org/data.git",
-                "extra": '{"rev": "main", "remote": "storage"}',
-            },
-        }
-
     def _settings(self) -> tuple[str, str | None, str | None]:
         from airflow_mlops.core.errors import MlopsInputError
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any
 
 from airflow.sdk import BaseHook
 
@@ -30,21 +29,6 @@ class PrometheusHook(BaseHook):
     def __init__(self, prometheus_conn_id: str = default_conn_name) -> None:
         super().__init__()
         self.prometheus_conn_id = prometheus_conn_id
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Labels and placeholders for the connection form in the Airflow UI."""
-        return {
-            "hidden_fields": ["schema"],
-            "relabeling": {"host": "Base URL", "login": "Username", "password": "Password or token"},
-            "placeholders": {
-                "host": "http://prometheus:9090",
-                "port": "9090 (when the host has no port)",
-                "login": "basic-auth user (leave empty for a bearer token)",
-                "password": "basic-auth password, or a bearer token when the username is empty",
-                "extra": '{"timeout": 10, "verify": true}',
-            },
-        }
 
     @cached_property
     def client(self) -> PromClient:
