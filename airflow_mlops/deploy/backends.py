@@ -1,4 +1,4 @@
-"""Deploy backends: where a gateway runs. ``local``: a managed subprocess; ``docker``: a container;
+"""Deploy backends: where a gateway runs (:func:`airflow_mlops.deploy.factory.make_backend` picks one). ``local``: a managed subprocess; ``docker``: a container;
 ``external``: a gateway run by someone else (docker-compose), whose routing only is managed.
 
 A backend starts a gateway with a deployment config, tells whether it is still alive and stops it. The
@@ -262,21 +262,3 @@ class ExternalBackend(GatewayBackend):
 
     def validation_backend(self) -> GatewayBackend:
         return LocalBackend()
-
-
-def make_backend(kind: str, **options: Any) -> GatewayBackend:
-    """A backend by name.
-
-    :param kind: ``local``, ``docker`` or ``external``.
-    :param options: the backend's constructor arguments.
-    :raises MlopsInputError: unknown backend.
-    """
-    if kind == "local":
-        return LocalBackend(**options)
-    if kind == "external":
-        return ExternalBackend(**options)
-    if kind == "docker":
-        from airflow_mlops.deploy.docker_backend import DockerBackend
-
-        return DockerBackend(**options)
-    raise MlopsInputError(f"Unknown deploy backend {kind!r}: use 'local', 'docker' or 'external'.")

@@ -267,7 +267,7 @@ class DeployOperator(BaseOperator):
         return url
 
     def _backend(self) -> GatewayBackend:
-        from airflow_mlops.deploy.backends import make_backend
+        from airflow_mlops.deploy.factory import make_backend
 
         if self.backend == "external":
             return make_backend("external", endpoint=self._external_url())

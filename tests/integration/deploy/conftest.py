@@ -70,7 +70,7 @@ def gateway_image() -> str:
     )
     if start.returncode != 0:
         pytest.skip(f"no Docker engine can start here: {start.stderr.strip()[-500:]}")
-    from airflow_mlops.deploy.docker_backend import build_gateway_image, docker_client
+    from airflow_mlops.deploy.gateway_image import build_gateway_image, docker_client
 
     base = "airflow-mlops-base:bookworm"
     t0 = time.monotonic()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tarfile
 from pathlib import Path
 
-from airflow_mlops.deploy import docker_backend
+from airflow_mlops.deploy import gateway_image
 from tests.conftest import REPO_ROOT
 
 
@@ -13,15 +13,15 @@ def test_context_holds_the_package_and_certs_only(monkeypatch, tmp_path: Path):
     certs = tmp_path / "ca"
     certs.mkdir()
     (certs / "proxy.crt").write_text("-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n")
-    monkeypatch.setattr(docker_backend, "HOST_CA_DIR", certs)
-    files = docker_backend._context_files(REPO_ROOT)
+    monkeypatch.setattr(gateway_image, "HOST_CA_DIR", certs)
+    files = gateway_image._context_files(REPO_ROOT)
     assert "docker/gateway.Dockerfile" in files and "pyproject.toml" in files and "README.md" in files
     assert "airflow_mlops/serving/__main__.py" in files and "airflow_mlops/deploy/rollout.py" in files
     assert "docker/certs/proxy.crt" in files
     assert not [n for n in files if "__pycache__" in n or n.startswith((".venv", "tests/", ".git"))]
-    a, b = docker_backend._tar(files).getvalue(), docker_backend._tar(files).getvalue()
+    a, b = gateway_image._tar(files).getvalue(), gateway_image._tar(files).getvalue()
     assert a == b  # same inputs, same bytes: the image tag (a digest) is stable
-    with tarfile.open(fileobj=docker_backend._tar(files)) as tar:
+    with tarfile.open(fileobj=gateway_image._tar(files)) as tar:
         assert sorted(tar.getnames()) == sorted(files)
 
 
@@ -30,18 +30,3 @@ def test_dockerfile_runs_as_non_root_without_airflow():
     assert "ARG BASE_IMAGE=python:3.11-slim" in text
     assert "USER ${GATEWAY_UID}" in text and "pip install --no-deps /src" in text
     assert "apache-airflow" not in text
-
-
-def test_prediction_log_folder_is_never_world_writable(tmp_path: Path):
-    """The container's uid owns the folder (as root) or our group lets it write (not root): 0770 either
-    way, nothing for other users (issue 10)."""
-    import os
-
-    folder = tmp_path / "predictions"
-    group = docker_backend._writable_by_container(folder)
-    mode = folder.stat().st_mode & 0o777
-    assert mode == 0o770 and not mode & 0o007
-    if os.geteuid() == 0:
-        assert group is None and folder.stat().st_uid == docker_backend.GATEWAY_UID
-    else:
-        assert group == os.getegid()
