@@ -30,7 +30,8 @@ class LedgerEntry:
     """One deploy or rollback.
 
     :param action: ``promote`` (champion moved), ``deploy`` (routing changed, champion kept),
-        ``rollback`` or ``rollback_auto`` (after a failed health check).
+        ``rollback`` or ``rollback_auto`` (after a failed health check), ``approval`` (a human's answer
+        to a release approval; ``actor`` is who answered, ``decision`` the answer).
     :param version: the version deployed; for a rollback, the version restored, or the version rolled
         back when nothing served before it (``serving`` is then ``none``).
     :param from_version: the champion before.
@@ -41,6 +42,7 @@ class LedgerEntry:
     :param reason: why (for rollbacks).
     :param rolled_back: rollbacks: the version taken out of traffic.
     :param serving: rollbacks: the version that serves after it, ``none`` when nothing serves.
+    :param decision: approvals: ``promote``, ``keep`` (the canary keeps its share for longer) or ``rollback``.
     :param at: UTC time, ISO 8601.
     """
 
@@ -54,6 +56,7 @@ class LedgerEntry:
     reason: str | None = None
     rolled_back: str | None = None
     serving: str | None = None
+    decision: str | None = None
     at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
     def to_dict(self) -> dict[str, Any]:
