@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for bin in git prometheus prometheus-pushgateway promtool docker-compose debootstrap dockerd pg_ctlcluster redis-server; do
+for bin in git prometheus prometheus-pushgateway promtool docker-compose debootstrap dockerd pg_ctlcluster redis-server nginx wrk; do
   command -v "$bin" >/dev/null 2>&1 || missing+=("$bin")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -13,13 +13,13 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing system packages (missing: ${missing[*]})"
     apt-get update -q >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-      git prometheus prometheus-pushgateway docker.io docker-compose debootstrap postgresql redis-server >/dev/null
+      git prometheus prometheus-pushgateway docker.io docker-compose debootstrap postgresql redis-server nginx-light wrk >/dev/null
   else
     echo "setup: missing ${missing[*]}; install them (Debian: prometheus prometheus-pushgateway docker.io docker-compose debootstrap)" >&2
   fi
 fi
 # Debian starts these services on install; tests start their own on free loopback ports.
-for svc in prometheus prometheus-pushgateway prometheus-node-exporter redis-server; do
+for svc in prometheus prometheus-pushgateway prometheus-node-exporter redis-server nginx; do
   (command -v systemctl >/dev/null && systemctl stop "$svc" 2>/dev/null) || pkill -x "$svc" 2>/dev/null || true
 done
 

@@ -4,6 +4,10 @@ The admin token comes from ``MLOPS_GATEWAY_ADMIN_TOKEN`` and the feedback token 
 labels drive the online gate, the bandit and the retraining data) from ``MLOPS_GATEWAY_FEEDBACK_TOKEN`` or
 ``--feedback-token-file``; never from the command line, which other users of the machine can read. MLflow
 credentials come from the usual ``MLFLOW_TRACKING_*`` variables.
+
+Replicas: every replica gets the same ``MLOPS_GATEWAY_REQUEST_SECRET`` (signs request ids, so any replica
+joins any feedback), optionally ``MLOPS_GATEWAY_DEDUP_URL`` (a Redis URL: feedback counted once across
+replicas), and ``--peers`` / ``MLOPS_GATEWAY_PEERS`` (every replica's URL: the bandit adds up their rewards).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 
 from airflow_mlops.core.errors import MlopsInputError
 from airflow_mlops.serving.client import ADMIN_TOKEN_ENV, FEEDBACK_TOKEN_ENV
+from airflow_mlops.serving.request_ids import DEDUP_URL_ENV, MIN_SECRET_BYTES, SECRET_ENV
 
 log = logging.getLogger("airflow_mlops.serving")
 
@@ -74,6 +79,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--log-max-held-rows", type=int, default=1_000_000, help="log rows kept in memory while writes fail"
     )
+    p.add_argument(
+        "--peers",
+        default=os.environ.get("MLOPS_GATEWAY_PEERS", ""),
+        help="comma-separated base URLs of every replica (default $MLOPS_GATEWAY_PEERS): the bandit adds up "
+        "their rewards",
+    )
+    p.add_argument(
+        "--peer-sync-seconds", type=float, default=2.0, help="how often the peers' bandit rewards are read"
+    )
+    p.add_argument(
+        "--counter-file",
+        help="file where the feedback counters are saved at shutdown and restored at start (a restarted "
+        "replica goes on counting instead of resetting)",
+    )
     p.add_argument("--log-level", default="info", help="log level (default info)")
     p.add_argument("--access-log", action="store_true", help="log every request (slower)")
     return p
@@ -91,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     positive = (
         "max_body_bytes", "max_rows", "window", "feedback_capacity", "shadow_queue", "offload_rows",
         "load_timeout", "put_wait", "header_timeout", "body_timeout", "keep_alive_timeout",
-        "limit_concurrency", "log_max_held_rows",
+        "limit_concurrency", "log_max_held_rows", "peer_sync_seconds",
     )  # fmt: skip
     for name in positive:
         if getattr(args, name) <= 0:
@@ -107,6 +126,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"error: {FEEDBACK_TOKEN_ENV} equals {ADMIN_TOKEN_ENV}: give feedback senders a token of their own "
             "(whoever sends labels must not be able to change the deployment).",
+            file=sys.stderr,
+        )
+        return 2
+    secret = os.environ.get(SECRET_ENV) or ""
+    if secret and len(secret.encode()) < MIN_SECRET_BYTES:
+        print(
+            f"error: {SECRET_ENV} is shorter than {MIN_SECRET_BYTES} bytes: give every replica the same random "
+            "secret (e.g. python -c 'import secrets; print(secrets.token_hex(32))')",
             file=sys.stderr,
         )
         return 2
@@ -156,6 +183,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         put_wait_seconds=args.put_wait,
         log_max_held_rows=args.log_max_held_rows,
         tracking_uri=args.registry_uri or args.tracking_uri,
+        request_secret=os.environ.get(SECRET_ENV) or None,
+        dedup_url=os.environ.get(DEDUP_URL_ENV) or None,
+        peers=tuple(u.strip() for u in args.peers.split(",") if u.strip()),
+        peer_sync_seconds=args.peer_sync_seconds,
+        counter_file=args.counter_file,
     )
     if not feedback_token:
         log.warning(

@@ -35,6 +35,7 @@ from airflow_mlops.serving.config import DeploymentConfig
 from airflow_mlops.serving.feedback_log import FeedbackLogWriter
 from airflow_mlops.serving.live_metrics import LiveMetrics
 from airflow_mlops.serving.prediction_writer import PredictionLogWriter
+from airflow_mlops.serving.request_ids import FeedbackDedup, RequestSigner
 from airflow_mlops.serving.routing import BanditStats, Router
 from airflow_mlops.serving.shadow import ShadowWorker
 
@@ -85,7 +86,7 @@ class GatewaySettings:
     :param log_dir: prediction-log root (None: no log).
     :param max_body_bytes: largest request body accepted (413 above).
     :param max_rows: most rows in one predict request (413 above).
-    :param feedback_capacity: recent requests kept for joining feedback (oldest forgotten first).
+    :param feedback_capacity: request ids whose feedback this process remembers, to refuse a repeat.
     :param window: labelled predictions per version in the live-metric window.
     :param shadow_queue: shadow copies waiting at most (more are dropped and counted).
     :param log_flush_seconds: how often the prediction log writes a file.
@@ -97,6 +98,14 @@ class GatewaySettings:
     :param put_wait_seconds: seconds a deployment change waits for one in progress (409 after).
     :param log_max_held_rows: log rows held in memory while writes fail (the oldest are dropped beyond).
     :param tracking_uri: where models come from, for messages (credentials are masked).
+    :param request_secret: HMAC secret of the request ids, shared by every replica (None: a random one,
+        so feedback joins on this process only).
+    :param dedup_url: Redis URL where feedback claims are shared by every replica (None: in process).
+    :param peers: base URLs of every replica (this one may be among them): the bandit adds up their
+        rewards, read from their ``GET /bandit``.
+    :param peer_sync_seconds: how often the peers' rewards are read.
+    :param counter_file: where the feedback counters are saved at shutdown and restored at start, so
+        that a restarted replica's counters go on rather than reset (None: they reset).
     """
 
     admin_token: str | None = field(default=None, repr=False)
@@ -115,6 +124,11 @@ class GatewaySettings:
     put_wait_seconds: float = 5.0
     log_max_held_rows: int = 1_000_000
     tracking_uri: str | None = None
+    request_secret: str | None = field(default=None, repr=False)
+    dedup_url: str | None = field(default=None, repr=False)
+    peers: tuple[str, ...] = ()
+    peer_sync_seconds: float = 2.0
+    counter_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -166,12 +180,13 @@ class Gateway:
         self.probe = probe
         self.metrics = LiveMetrics(settings.window)
         self.bandit = BanditStats()
+        self.signer = RequestSigner(settings.request_secret)
+        self.dedup = FeedbackDedup(settings.dedup_url, capacity=settings.feedback_capacity)
+        # Tells this replica apart in a peer list that includes it.
+        self.instance_id = uuid.uuid4().hex
         self.deployment: Deployment | None = None
         self.status = "empty"
         self.load_error: str | None = None
-        # request_id -> (model key, predictions), or None once its feedback arrived. Plain tuples of
-        # untracked values: the garbage collector stops scanning them, so full collections stay short.
-        self.pending: dict[str, tuple[str, np.ndarray] | None] = {}
         self.served: dict[str, LoadedModel] = {}
         self.writer: PredictionLogWriter | None = None
         self.feedback_writer: FeedbackLogWriter | None = None
@@ -179,6 +194,7 @@ class Gateway:
         self._swap_lock = asyncio.Lock()
         self._load_lock = asyncio.Lock()
         self._frozen = False
+        self.staged: tuple[str, Deployment] | None = None
 
     # --- deployment changes -------------------------------------------------------------------
     def build(self, config: DeploymentConfig) -> Deployment:
@@ -216,6 +232,8 @@ class Gateway:
         cfg = new.config
         previous = old.config.versions if old is not None and old.config.model_name == cfg.model_name else []
         self.metrics.set_routes(cfg.model_name, new.router.weights(), cfg.champion, previous)
+        for m in new.models.values():
+            self.metrics.start_version(m.name, m.version, m.class_labels)
         self.bandit.keep_only(cfg.versions)
         log.info(
             "Deployment of %s: strategy %s, routes %s, champion %s",
@@ -239,6 +257,13 @@ class Gateway:
             file cannot be written.
         :raises MlopsInputError: the config names versions that cannot be served.
         """
+        async with self._loading():
+            new = await self._build(config)
+            await self._save_and_swap(new, save)
+        return new
+
+    @asynccontextmanager
+    async def _loading(self) -> AsyncIterator[None]:
         s = self.settings
         try:
             await asyncio.wait_for(self._load_lock.acquire(), s.put_wait_seconds)
@@ -248,39 +273,71 @@ class Gateway:
                 "retry when it has finished (GET /admin/deployment shows what serves)."
             ) from None
         try:
-            try:
-                new = await asyncio.wait_for(asyncio.to_thread(self.build, config), s.load_timeout)
-            except asyncio.TimeoutError:  # not TimeoutError before Python 3.11
-                where = f" from MLflow at {redact(s.tracking_uri)}" if s.tracking_uri else ""
-                raise MlopsServiceError(
-                    f"Loading the models of {config.model_name}{where} did not finish within "
-                    f"{s.load_timeout:g} s: check that the MLflow server and its artifact store answer, "
-                    "or start the gateway with a longer --load-timeout."
-                ) from None
-            if save and s.state_file:
-                try:
-                    await asyncio.to_thread(save_state, s.state_file, new.config.to_dict())
-                except OSError as e:
-                    raise MlopsServiceError(
-                        f"Cannot save the gateway state file {s.state_file} ({e}): free the disk or fix "
-                        "--state-file."
-                    ) from None
-            # Still under the load lock: changes apply in the order they loaded. The swap is one
-            # reference assignment, the only thing the swap lock guards.
-            async with self._swap_lock:
-                self.swap(new)
+            yield
         finally:
             self._load_lock.release()
-        return new
+
+    async def _build(self, config: DeploymentConfig) -> Deployment:
+        s = self.settings
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(self.build, config), s.load_timeout)
+        except asyncio.TimeoutError:  # not TimeoutError before Python 3.11
+            where = f" from MLflow at {redact(s.tracking_uri)}" if s.tracking_uri else ""
+            raise MlopsServiceError(
+                f"Loading the models of {config.model_name}{where} did not finish within "
+                f"{s.load_timeout:g} s: check that the MLflow server and its artifact store answer, "
+                "or start the gateway with a longer --load-timeout."
+            ) from None
+
+    async def _save_and_swap(self, new: Deployment, save: bool) -> None:
+        s = self.settings
+        if save and s.state_file:
+            try:
+                await asyncio.to_thread(save_state, s.state_file, new.config.to_dict())
+            except OSError as e:
+                raise MlopsServiceError(
+                    f"Cannot save the gateway state file {s.state_file} ({e}): free the disk or fix "
+                    "--state-file."
+                ) from None
+        # Still under the load lock: changes apply in the order they loaded. The swap is one
+        # reference assignment, the only thing the swap lock guards.
+        async with self._swap_lock:
+            self.swap(new)
+
+    async def stage(self, config: DeploymentConfig) -> tuple[str, Deployment]:
+        """Phase one of a change across replicas: load the models of ``config`` and hold them, unswapped.
+
+        A later stage replaces this one. Errors as :meth:`apply`; nothing serves differently.
+
+        :returns: the stage id that :meth:`commit` takes, and the staged deployment.
+        """
+        async with self._loading():
+            new = await self._build(config)
+            self.staged = (uuid.uuid4().hex, new)
+        return self.staged
+
+    async def commit(self, stage_id: str) -> Deployment:
+        """Phase two: save and swap in the staged deployment (no model loads here, so no slow failure).
+
+        :raises MlopsInputError: ``stage_id`` is not the deployment staged here.
+        """
+        staged = self.staged
+        if staged is None or not hmac.compare_digest(staged[0], stage_id):
+            raise MlopsInputError(
+                f"Stage {stage_id!r} is not staged on this gateway (it was discarded, replaced by a newer "
+                "stage, or this replica restarted): stage the change again on every replica."
+            )
+        async with self._loading():
+            self.staged = None
+            await self._save_and_swap(staged[1], True)
+        return staged[1]
+
+    def discard(self) -> bool:
+        """Drop the staged deployment (the change was rolled back); True when one was staged."""
+        was, self.staged = self.staged is not None, None
+        return was
 
     # --- request handling ------------------------------------------------------------------------
-    def remember(self, request_id: str, model: LoadedModel, predictions: np.ndarray) -> None:
-        """Keep a served request for its feedback, forgetting the oldest beyond the capacity."""
-        pending = self.pending
-        pending[request_id] = (model.key, predictions)
-        if len(pending) > self.settings.feedback_capacity:
-            del pending[next(iter(pending))]
-
     def keep_served(self, models: dict[str, LoadedModel]) -> None:
         """Remember the models of a new deployment for feedback joins (the oldest beyond a bound go)."""
         for m in models.values():
@@ -323,10 +380,10 @@ class Gateway:
             self.count_request(e.status, version)
             raise
         model_name = dep.config.model_name
-        request_id = uuid.uuid4().hex
-        self.remember(request_id, model, preds)
+        # Signed: any replica joins its feedback; the logs key rows by the id's first part.
+        request_id = self.signer.issue(model_name, version, preds, model.class_labels)
         if self.writer is not None:
-            self.writer.add(model_name, version, request_id, batch, preds)
+            self.writer.add(model_name, version, request_id[:32], batch, preds)
         if self.shadow is not None:
             for shadow_version in dep.router.shadow_versions:
                 self.shadow.submit(dep.models[shadow_version], records, batch, preds)
@@ -374,16 +431,10 @@ class Gateway:
                 'The body must be {"request_id": "...", "label": ...} or {"request_id": ..., "labels": [...]}.',
             )
         rid = body["request_id"]
-        if rid not in self.pending:
-            raise HttpError(
-                404,
-                f"Unknown request_id {rid!r}: it was never served here or is older than the last "
-                f"{self.settings.feedback_capacity} requests kept for feedback; send the request_id of a "
-                "recent /predict answer of this gateway.",
-            )
-        entry = self.pending[rid]
-        if entry is None:
-            raise HttpError(409, f"Feedback for request {rid} was already recorded: send it once.")
+        try:
+            signed = self.signer.verify(rid, self._classes_of)
+        except MlopsInputError as e:
+            raise HttpError(404, str(e)) from None
         if "labels" in body:
             labels = body["labels"]
             if not isinstance(labels, list):
@@ -394,31 +445,66 @@ class Gateway:
             raise HttpError(
                 422, 'Give the true value as "label" (one row) or "labels" (a list, one per row).'
             )
-        key, predictions = entry
-        n = len(predictions)
+        y_pred = signed.predictions
+        n = len(y_pred)
+        uid = signed.uid
         if len(labels) != n:
             raise HttpError(
-                422, f"Request {rid} predicted {n} rows but {len(labels)} labels were sent: send one per row."
+                422, f"Request {uid} predicted {n} rows but {len(labels)} labels were sent: send one per row."
             )
-        model = self.served.get(key)
-        if model is None:
-            raise HttpError(
-                410,
-                f"Request {rid} was served by {key}, which left the gateway too long ago to join feedback.",
-            )
+        model = self._served_model(signed.model, signed.version)
         try:
             y_true = model.coerce_labels(labels)
         except MlopsInputError as e:
             raise HttpError(422, str(e)) from None
-        self.pending[rid] = None
-        y_pred = predictions.tolist()
+        # Claimed last, once the feedback is known to be valid: a refused one can be sent again.
+        try:
+            first = self.dedup.claim(uid)
+        except MlopsServiceError as e:
+            raise HttpError(503, f"{e} Nothing was counted.") from None
+        if not first:
+            raise HttpError(409, f"Feedback for request {uid} was already recorded: send it once.")
         self.metrics.observe_feedback(model.name, model.version, y_true, y_pred, model.class_labels)
         if self.feedback_writer is not None:
-            self.feedback_writer.add(model.name, rid, list(y_true))
+            self.feedback_writer.add(model.name, uid, list(y_true))
         correct = sum(1 for t, p in zip(y_true, y_pred, strict=True) if t == p)
         if model.class_labels is not None:
             self.bandit.reward(model.version, correct, n - correct)
+            self.metrics.reward(model.name, model.version, correct, n - correct)
         return {"request_id": rid, "model_version": model.version, "accepted": n, "correct": correct}
+
+    def _served_model(self, name: str, version: str) -> LoadedModel:
+        model = self.served.get(f"{name}/{version}")
+        if model is None:
+            raise HttpError(
+                410,
+                f"The request was served by {name}/{version}, which this gateway does not serve (it left "
+                "too long ago, or this replica never loaded it): feedback for it cannot be joined here.",
+            )
+        return model
+
+    def _classes_of(self, name: str, version: str) -> list[Any] | None:
+        return self._served_model(name, version).class_labels
+
+    def bandit_snapshot(self) -> dict[str, Any]:
+        """This replica's own bandit rewards (``GET /bandit``), for the other replicas to add up."""
+        dep = self.deployment
+        return {
+            "instance": self.instance_id,
+            "model": dep.config.model_name if dep else None,
+            "rewards": self.bandit.local(),
+        }
+
+    def merge_peers(self, snapshots: dict[str, dict[str, Any]]) -> None:
+        """Take the other replicas' rewards (``peer URL -> GET /bandit answer``) into the posteriors."""
+        dep = self.deployment
+        model = dep.config.model_name if dep else None
+        peers = {
+            url: snap["rewards"]
+            for url, snap in snapshots.items()
+            if snap.get("instance") != self.instance_id and snap.get("model") == model
+        }
+        self.bandit.set_peers(peers)
 
     def readiness(self) -> tuple[dict[str, Any], int]:
         """The ``/ready`` answer and its status code (503 until a deployment serves)."""
@@ -433,15 +519,19 @@ class Gateway:
         ready = {"model_name": cfg.model_name, "strategy": cfg.strategy, "versions": cfg.versions}
         return {"status": "ready", **ready, "champion": cfg.champion}, 200
 
-    async def put_deployment(self, body: Any) -> dict[str, Any]:
+    async def put_deployment(self, body: Any, stage: bool = False) -> dict[str, Any]:
         """Parse, load and swap in a new deployment; errors leave the current one serving.
 
-        :returns: the applied config (versions resolved).
+        :param stage: load and hold it only (phase one of a change across replicas; see :meth:`stage`).
+        :returns: the applied config (versions resolved); with ``stage``, ``{"stage_id", "config"}``.
         :raises HttpError: busy (409), bad config (422), model store down or slow (503), load failed (500).
         """
         cfg = None
         try:
             cfg = DeploymentConfig.parse(body)
+            if stage:
+                stage_id, staged = await self.stage(cfg)
+                return {"stage_id": stage_id, "config": staged.config.to_dict()}
             new = await self.apply(cfg, save=True)
         except GatewayBusy as e:
             raise HttpError(409, f"{e} The deployment was not changed.") from None
@@ -454,6 +544,25 @@ class Gateway:
             raise HttpError(
                 500, f"Loading the models failed: {redact(e)}. The deployment was not changed."
             ) from None
+        return new.config.to_dict()
+
+    async def commit_deployment(self, body: Any) -> dict[str, Any]:
+        """``POST /admin/deployment/commit`` with ``{"stage_id": ...}``: swap in the staged deployment.
+
+        :raises HttpError: malformed (422), not staged here (409), state file unwritable (503).
+        """
+        if type(body) is not dict or not isinstance(body.get("stage_id"), str):
+            raise HttpError(
+                422, 'The body must be {"stage_id": "..."} (the id PUT /admin/deployment/stage gave).'
+            )
+        try:
+            new = await self.commit(body["stage_id"])
+        except GatewayBusy as e:
+            raise HttpError(409, f"{e} The deployment was not changed.") from None
+        except MlopsInputError as e:
+            raise HttpError(409, str(e)) from None
+        except MlopsServiceError as e:
+            raise HttpError(503, f"{redact(e)} The deployment was not changed.") from None
         return new.config.to_dict()
 
 
@@ -588,12 +697,16 @@ def create_app(
             )
             for name, w in (("predictions", gw.writer), ("feedback", gw.feedback_writer)):
                 metrics.log_held.labels(name).set_function(functools.partial(getattr, w, "held_rows"))
+        restore_counters(gw, settings.counter_file)
         task = asyncio.create_task(_initial_load(config)) if config is not None else None
+        sync = asyncio.create_task(_sync_peers(gw)) if settings.peers else None
         try:
             yield
         finally:
-            if task is not None:
-                task.cancel()
+            for t in (task, sync):
+                if t is not None:
+                    t.cancel()
+            save_counters(gw, settings.counter_file)
             gw.shadow.close()
             if gw.writer is not None:
                 gw.writer.close()
@@ -615,9 +728,10 @@ def create_app(
     async def feedback(request: Request) -> Response:
         try:
             _authorize_feedback(request, settings.feedback_token)
-            return _json(
-                gw.feedback(await _read_json(request, settings.max_body_bytes, settings.body_timeout))
-            )
+            body = await _read_json(request, settings.max_body_bytes, settings.body_timeout)
+            # A shared dedup store is a network call: off the event loop.
+            answer = await asyncio.to_thread(gw.feedback, body) if gw.dedup.shared else gw.feedback(body)
+            return _json(answer)
         except HttpError as e:
             return _error(e)
 
@@ -629,6 +743,27 @@ def create_app(
 
     async def prometheus(request: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def bandit(request: Request) -> Response:
+        return _json(gw.bandit_snapshot())
+
+    async def staging(request: Request) -> Response:
+        try:
+            _authorize(request, settings.admin_token)
+            if request.method == "DELETE":
+                return _json({"discarded": gw.discard()})
+            body = await _read_json(request, settings.max_body_bytes, settings.body_timeout)
+            return _json(await gw.put_deployment(body, stage=True))
+        except HttpError as e:
+            return _error(e)
+
+    async def commit(request: Request) -> Response:
+        try:
+            _authorize(request, settings.admin_token)
+            body = await _read_json(request, settings.max_body_bytes, settings.body_timeout)
+            return _json(await gw.commit_deployment(body))
+        except HttpError as e:
+            return _error(e)
 
     async def deployment(request: Request) -> Response:
         try:
@@ -650,6 +785,9 @@ def create_app(
             HttpRoute("/ready", ready, methods=["GET"]),
             HttpRoute("/metrics", prometheus, methods=["GET"]),
             HttpRoute("/admin/deployment", deployment, methods=["GET", "PUT"]),
+            HttpRoute("/admin/deployment/stage", staging, methods=["PUT", "DELETE"]),
+            HttpRoute("/admin/deployment/commit", commit, methods=["POST"]),
+            HttpRoute("/bandit", bandit, methods=["GET"]),
         ],
         lifespan=lifespan,
     )
@@ -669,6 +807,75 @@ def _score(model: LoadedModel, records: list[Any]) -> tuple[Batch, np.ndarray, n
         log.exception("Model %s v%s failed to predict", model.name, model.version)
         raise HttpError(500, f"Model {model.name} v{model.version} failed to predict: {e}") from None
     return batch, preds, proba
+
+
+def _fetch_bandit(url: str, timeout: float) -> dict[str, Any]:
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url.rstrip('/')}/bandit", timeout=timeout) as resp:
+        answer: dict[str, Any] = json.loads(resp.read())
+    return answer
+
+
+async def _sync_peers(gw: Gateway) -> None:
+    """Read every peer's bandit rewards each ``peer_sync_seconds`` (a peer that does not answer keeps its
+    last known rewards: it may be restarting)."""
+    s = gw.settings
+    timeout = max(0.2, min(2.0, s.peer_sync_seconds))
+    while True:
+        snapshots: dict[str, dict[str, Any]] = {}
+        for url in s.peers:
+            try:
+                snapshots[url] = await asyncio.to_thread(_fetch_bandit, url, timeout)
+            except (OSError, ValueError):
+                continue
+        gw.merge_peers(snapshots)
+        await asyncio.sleep(s.peer_sync_seconds)
+
+
+def restore_counters(gw: Gateway, path: str | None) -> None:
+    """Go on from the counters a clean shutdown saved, then remove the file.
+
+    Removed so that a crash later never restores them twice: after a crash the counters start
+    from 0, which Prometheus's ``increase()`` takes as a reset, the one thing it knows how to add up.
+    """
+    import json
+    import os
+
+    if not path or not os.path.exists(path):
+        return
+    try:
+        with open(path, encoding="utf-8") as f:
+            snapshot = json.load(f)
+        os.remove(path)
+    except (OSError, ValueError) as e:
+        log.error("The counter file %s cannot be read (%s): the feedback counters start from 0", path, e)
+        return
+    gw.metrics.restore(snapshot)
+    rewards: dict[str, list[float]] = {}
+    for labels, value in snapshot.get("bandit_rewards", []):
+        sf = rewards.setdefault(labels["version"], [0.0, 0.0])
+        sf[0 if labels["outcome"] == "success" else 1] += float(value)
+    for version, (succ, fail) in rewards.items():
+        gw.bandit.reward(version, int(succ), int(fail))
+
+
+def save_counters(gw: Gateway, path: str | None) -> None:
+    """Save the feedback counters at a clean shutdown (see :func:`restore_counters`)."""
+    import json
+    import os
+
+    if not path:
+        return
+    tmp = f"{path}.tmp"
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(gw.metrics.snapshot(), f)
+        os.replace(tmp, path)
+    except OSError as e:
+        log.error("Cannot save the feedback counters to %s (%s): they restart from 0", path, e)
 
 
 def save_state(path: str, config: dict[str, Any]) -> None:

@@ -14,12 +14,25 @@ from airflow_mlops.serving.config import DeploymentConfig
 class BanditStats:
     """Beta posteriors of each version's reward (a correct prediction is a reward of 1).
 
-    Shared across deployment swaps, so a version keeps what it learned while it stays routed.
+    Shared across deployment swaps, so a version keeps what it learned while it stays routed. With
+    replicas, the posterior adds this replica's rewards to the latest ones read from every other
+    replica (:meth:`set_peers`), so all replicas draw from the same posterior as one gateway would.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._ab: dict[str, list[float]] = {}
+        self._own: dict[str, list[float]] = {}
+        self._peers: dict[str, dict[str, list[float]]] = {}
+        self._ab: dict[str, tuple[float, float]] = {}
+
+    def _refresh(self) -> None:
+        # Under the lock: the posterior of each version = uniform prior + own + peers' rewards.
+        totals: dict[str, tuple[float, float]] = {}
+        for source in (self._own, *self._peers.values()):
+            for v, (s, f) in source.items():
+                a, b = totals.get(v, (1.0, 1.0))
+                totals[v] = (a + s, b + f)
+        self._ab = totals
 
     def reward(self, version: str, successes: int, failures: int) -> None:
         """Record feedback for ``version``.
@@ -29,21 +42,39 @@ class BanditStats:
         :param failures: wrong predictions.
         """
         with self._lock:
-            ab = self._ab.setdefault(version, [1.0, 1.0])
-            ab[0] += successes
-            ab[1] += failures
+            sf = self._own.setdefault(version, [0.0, 0.0])
+            sf[0] += successes
+            sf[1] += failures
+            a, b = self._ab.get(version, (1.0, 1.0))
+            self._ab[version] = (a + successes, b + failures)
+
+    def local(self) -> dict[str, list[float]]:
+        """This replica's own rewards: version -> [successes, failures]."""
+        with self._lock:
+            return {v: list(sf) for v, sf in self._own.items()}
+
+    def set_peers(self, peers: dict[str, dict[str, list[float]]]) -> None:
+        """Replace the other replicas' rewards (peer -> version -> [successes, failures]); a peer
+        missing from ``peers`` keeps its last known rewards (it may be restarting)."""
+        with self._lock:
+            for peer, rewards in peers.items():
+                self._peers[peer] = {
+                    str(v): [float(sf[0]), float(sf[1])] for v, sf in rewards.items() if len(sf) == 2
+                }
+            self._refresh()
 
     def posterior(self, version: str) -> tuple[float, float]:
         """The Beta(alpha, beta) posterior of ``version`` (a uniform prior when it has no feedback)."""
-        a, b = self._ab.get(version, (1.0, 1.0))
-        return a, b
+        return self._ab.get(version, (1.0, 1.0))
 
     def keep_only(self, versions: list[str]) -> None:
         """Forget versions that are no longer routed."""
         with self._lock:
-            for v in list(self._ab):
-                if v not in versions:
-                    del self._ab[v]
+            for source in (self._own, *self._peers.values()):
+                for v in list(source):
+                    if v not in versions:
+                        del source[v]
+            self._refresh()
 
 
 class Router:
@@ -76,7 +107,7 @@ class Router:
         :param key: the request's sticky key (used by ``ab``; random split when None).
         """
         s = self.strategy
-        if s == "single" or s == "shadow":
+        if s == "replace" or s == "shadow":
             return self.champion if s == "shadow" else self.versions[0]
         if s == "bandit":
             return self._thompson()

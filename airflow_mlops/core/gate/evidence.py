@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.core.errors import MlopsInputError, MlopsServiceError
-from airflow_mlops.core.gate.spec import DEFAULT_SAMPLES_QUERY, DEFAULT_VALUE_QUERY, Rule, SourceSpec
+from airflow_mlops.core.gate.spec import DEFAULT_SAMPLES_QUERY, Rule, SourceSpec
+from airflow_mlops.core.live_queries import value_query
 from airflow_mlops.core.promql import PromClient, PromQLEmptyResult
 
 if TYPE_CHECKING:
@@ -229,7 +230,7 @@ class PrometheusSource:
         """Query each rule's value and sample count for this version."""
         ev = Evidence()
         for rule in rules:
-            value_q = fill(rule.query or DEFAULT_VALUE_QUERY, ref, rule.metric)
+            value_q = fill(rule.query or value_query(rule.metric), ref, rule.metric)
             try:
                 ev.values[rule.metric] = self.client.query_value(value_q)
             except PromQLEmptyResult:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_mlops.core.errors import MlopsInputError
+from airflow_mlops.core.live_queries import samples_query
 from airflow_mlops.core.metrics import CLASSIFICATION_METRICS, LOWER_IS_BETTER, REGRESSION_METRICS
 from airflow_mlops.core.metrics import greater_is_better as default_direction
 from airflow_mlops.core.registry import CHAMPION
@@ -26,8 +27,8 @@ KNOWN_METRICS = SCORED_METRICS | LOWER_IS_BETTER
 UNIT_INTERVAL = frozenset({"accuracy", "precision", "recall", "f1", "roc_auc"})
 # Live gauges the gateway exports per model version (see the gateway contract).
 GATEWAY_LIVE_METRICS = frozenset({"accuracy", "precision", "recall", "f1"})
-DEFAULT_VALUE_QUERY = 'mlops_gateway_live_{metric}{model="{model}",version="{version}"}'
-DEFAULT_SAMPLES_QUERY = 'mlops_gateway_live_samples{model="{model}",version="{version}"}'
+# Live quality from the gateway's counters, summed over every replica (core.live_queries.value_query).
+DEFAULT_SAMPLES_QUERY = samples_query()
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 # The explicit "compare with nothing" baseline (``baseline: none`` or ``baseline: null``).
 NO_BASELINE = "none"

@@ -1,0 +1,78 @@
+"""PromQL for live quality from the gateway's counters, summed over every replica and any window.
+
+Every query is a template with ``{model}`` and ``{version}`` placeholders (filled by the gate with
+:func:`airflow_mlops.core.gate.evidence.fill`) and aggregates ``by (model, version)``, so it gives one
+number per version however many replicas Prometheus scrapes. ``increase()`` handles a replica's
+restart (its counters start again from 0); the series exist at 0 before the first feedback
+(:meth:`airflow_mlops.serving.live_metrics.LiveMetrics.start_version`), so no increment is missed.
+
+Precision, recall and F1 follow :func:`airflow_mlops.core.metrics.classification_metrics`: binary on
+the last class, support-weighted for multiclass, 0 when undefined. The gateway exports a ``weight``
+counter per class that makes one formula compute both (see :mod:`airflow_mlops.serving.live_metrics`).
+"""
+
+from __future__ import annotations
+
+# The window of the gate's default queries: long enough to hold a canary step's feedback.
+DEFAULT_WINDOW = "1h"
+_SEL = 'model="{model}",version="{version}"'
+CLASSIFICATION_QUERIES = ("accuracy", "precision", "recall", "f1")
+REGRESSION_QUERIES = ("mae", "rmse", "r2")
+
+
+def _inc(family: str, window: str, extra: str = "", by: str = "model, version") -> str:
+    sel = _SEL + (f",{extra}" if extra else "")
+    return f"sum by ({by}) (increase({family}{{{sel}}}[{window}]))"
+
+
+def _class(kind: str, window: str) -> str:
+    return _inc("mlops_gateway_feedback_class_total", window, f'kind="{kind}"', "model, version, class")
+
+
+def _weighted(per_class: str, window: str) -> str:
+    """``sum(weight_c * x_c) / sum(weight_c)``: sklearn's binary or weighted average of a per-class value."""
+    w = _class("weight", window)
+    return f"sum by (model, version) ({w} * ({per_class})) / (sum by (model, version) ({w}) > 0)"
+
+
+def samples_query(window: str = DEFAULT_WINDOW) -> str:
+    """Labelled rows of a version over ``window``, over every replica."""
+    return _inc("mlops_gateway_feedback_total", window)
+
+
+def value_query(metric: str, window: str = DEFAULT_WINDOW) -> str:
+    """The PromQL template of one live metric over ``window``, over every replica.
+
+    :param metric: ``accuracy``, ``precision``, ``recall``, ``f1`` (classifiers) or ``mae``, ``rmse``,
+        ``r2`` (regressors).
+    :param window: a PromQL duration such as ``5m`` or ``1h``.
+    :raises KeyError: no counter-based query for ``metric``.
+    """
+    tp, fp, fn = (_class(k, window) for k in ("tp", "fp", "fn"))
+    # "or 0 * tp": a class whose ratio is 0/0 counts as 0, as sklearn's zero_division=0 does.
+    zero = f"0 * {tp}"
+    n = _inc("mlops_gateway_feedback_total", window)
+
+    def err(kind: str) -> str:
+        return _inc("mlops_gateway_feedback_error_sum_total", window, f'kind="{kind}"')
+
+    if metric == "accuracy":
+        return f"{_inc('mlops_gateway_feedback_correct_total', window)} / ({n} > 0)"
+    if metric == "precision":
+        return _weighted(f"({tp} / (({tp} + {fp}) > 0)) or {zero}", window)
+    if metric == "recall":
+        return _weighted(f"({tp} / (({tp} + {fn}) > 0)) or {zero}", window)
+    if metric == "f1":
+        return _weighted(f"(2 * {tp} / ((2 * {tp} + {fp} + {fn}) > 0)) or {zero}", window)
+    if metric == "mae":
+        return f"{err('abs_error')} / ({n} > 0)"
+    if metric == "rmse":
+        return f"sqrt({err('squared_error')} / ({n} > 0))"
+    if metric == "r2":
+        total = f"({err('label_pos')} - {err('label_neg')})"
+        sst = f"({err('squared_label')} - {total} ^ 2 / {n})"
+        return f"1 - {err('squared_error')} / ({sst} > 0)"
+    raise KeyError(
+        f"No counter-based live query for {metric!r}: use one of "
+        f"{sorted(CLASSIFICATION_QUERIES + REGRESSION_QUERIES)}, or give the rule its own PromQL 'query'."
+    )
