@@ -18,6 +18,8 @@ from airflow_mlops import __version__
 from airflow_mlops.core.errors import MlopsInputError, MlopsServiceError
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
+# An analysed gate that was inconclusive: neither passed nor failed, a human decides.
+EXIT_INCONCLUSIVE = 3
 
 Subparsers = Any  # argparse's _SubParsersAction is private
 
@@ -26,12 +28,15 @@ def add_gate_command(sub: Subparsers) -> None:
     """``airflow-mlops gate``: evaluate a gate spec on a model version; exit 0 on pass, 1 on fail."""
     p = sub.add_parser(
         "gate",
-        help="Evaluate a validation gate on a model version (exit 0: passed, 1: failed, 2: bad input).",
+        help="Evaluate a validation gate on a model version (exit 0: passed, 1: failed, 2: bad input, "
+        "3: inconclusive).",
         description=(
             "Evaluate a gate spec (YAML/JSON) on a registered model version, print the verdict table, "
             "and tag the verdict on the version (mlops.gate.<name>). Exit code 0: passed; 1: failed, or "
             "still without enough live evidence after --wait; 2: bad input or an unreachable service "
-            "(nothing tagged)."
+            "(nothing tagged), or an analysis whose source kept failing (tagged 'error'); 3: an analysis "
+            "that was inconclusive (tagged; a human decides). A gate whose rules have analysis settings "
+            "(interval, count, ...) takes its measurements as they fall due, until decided or --wait."
         ),
     )
     p.add_argument("--spec", required=True, help="gate spec file (.yaml, .yml or .json)")
@@ -60,7 +65,8 @@ def add_gate_command(sub: Subparsers) -> None:
         type=float,
         default=0.0,
         metavar="SECONDS",
-        help="for live sources: keep evaluating while evidence is too thin, up to this long",
+        help="for live sources: keep evaluating while evidence is too thin, up to this long (analysed "
+        "gates: 0, the default, waits until the analysis is decided)",
     )
     p.add_argument(
         "--poll-interval", type=float, default=15.0, metavar="SECONDS", help="pause between evaluations"
@@ -127,7 +133,16 @@ def run_gate_command(args: argparse.Namespace) -> int:
     Every output is checked before anything is recorded: a ``--json`` path that cannot be written is an
     error (exit 2) before the gate is evaluated, and the JSON is written before the tag.
     """
-    from airflow_mlops.core.gate import load_spec, record_verdict, run_gate
+    from airflow_mlops.core.gate import (
+        ERROR,
+        INCONCLUSIVE,
+        is_analysed,
+        load_spec,
+        next_measurement,
+        record_verdict,
+        run_analysis,
+        run_gate,
+    )
     from airflow_mlops.core.promql import PromClient
     from airflow_mlops.core.tracking import MlflowTarget
 
@@ -159,13 +174,22 @@ def run_gate_command(args: argparse.Namespace) -> int:
             token=os.environ.get("PROMETHEUS_TOKEN"),
             timeout=spec.source.timeout,
         )
-    deadline = time.monotonic() + args.wait
+    analysed = is_analysed(spec)
+    deadline = time.monotonic() + (args.wait if args.wait or not analysed else float("inf"))
+    state = None
     while True:
-        verdict = run_gate(spec, args.model, args.version, target, prometheus=prometheus)
-        if verdict.decided or time.monotonic() + args.poll_interval > deadline:
+        if analysed:
+            verdict = run_analysis(spec, args.model, args.version, target, state=state, prometheus=prometheus)
+            state = verdict.analysis
+            due = next_measurement(spec, verdict)
+            pause = args.poll_interval if due is None else max(0.0, due - time.time())
+        else:
+            verdict = run_gate(spec, args.model, args.version, target, prometheus=prometheus)
+            pause = args.poll_interval
+        if verdict.decided or time.monotonic() + pause > deadline:
             break
-        print(f"{verdict.summary()} - evaluating again in {args.poll_interval:g}s", file=sys.stderr)
-        time.sleep(args.poll_interval)
+        print(f"{verdict.summary()} - evaluating again in {pause:g}s", file=sys.stderr)
+        time.sleep(pause)
     print(verdict.table())
     tmp = _write_json_atomically(args.json_out, verdict.to_dict()) if args.json_out else None
     try:
@@ -178,6 +202,10 @@ def run_gate_command(args: argparse.Namespace) -> int:
     if tmp:
         os.replace(tmp, args.json_out)
     print(verdict.summary())
+    if verdict.status == INCONCLUSIVE:
+        return EXIT_INCONCLUSIVE
+    if verdict.status == ERROR:
+        return EXIT_ERROR
     return EXIT_PASS if verdict.passed else EXIT_FAIL
 
 

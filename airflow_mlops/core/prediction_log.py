@@ -127,6 +127,7 @@ def read_labelled(
     target: str,
     start: datetime | None = None,
     end: datetime | None = None,
+    keep_meta: bool = False,
 ) -> pd.DataFrame:
     """The logged requests whose ground truth came back: feature columns plus ``target``.
 
@@ -135,6 +136,7 @@ def read_labelled(
     :param target: name of the label column in the result.
     :param start: requests from (default: the whole log).
     :param end: requests before (default: now).
+    :param keep_meta: keep the meta columns (prediction, model version, ...) too.
     """
     import pandas as pd
 
@@ -149,7 +151,8 @@ def read_labelled(
     labels = labels.drop_duplicates([REQUEST_ID, ROW], keep="last")
     joined = requests.merge(labels[[REQUEST_ID, ROW, LABEL]], on=[REQUEST_ID, ROW], how="inner")
     joined = joined.rename(columns={LABEL: target})
-    return joined.drop(columns=[c for c in (*META_COLUMNS, ROW) if c in joined.columns])
+    dropped = (ROW,) if keep_meta else (*META_COLUMNS, ROW)
+    return joined.drop(columns=[c for c in dropped if c in joined.columns])
 
 
 def _read_feedback(log_dir: str | os.PathLike[str], model_name: str) -> pd.DataFrame:

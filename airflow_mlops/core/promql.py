@@ -24,6 +24,12 @@ class PromQLEmptyResult(MlopsInputError):
     """The query is valid but matched no series (nothing scraped yet, or wrong labels)."""
 
 
+class PromQLQueryError(MlopsInputError):
+    """Prometheus rejected the query, or its result is not one number (a matrix, several series).
+
+    An input error, counted by an analysed gate as an error measurement (Argo Rollouts' query errors)."""
+
+
 @dataclass(frozen=True)
 class Sample:
     """One series of an instant vector: its labels and value."""
@@ -105,7 +111,7 @@ class PromClient:
             payload = _json_or_none(body)
             # Prometheus answers 400 (bad_data) for a PromQL syntax error and 422 for an execution error.
             if e.code in (400, 422) and payload and payload.get("status") == "error":
-                raise MlopsInputError(
+                raise PromQLQueryError(
                     f"Prometheus rejected the query {params.get('query')!r}: {payload.get('error')} "
                     f"({payload.get('errorType')}). Fix the PromQL."
                 ) from None
@@ -160,7 +166,7 @@ class PromClient:
                 f"{self.where} answered the query {promql!r} with a malformed {kind}: check that the URL is a "
                 "Prometheus server."
             ) from None
-        raise MlopsInputError(
+        raise PromQLQueryError(
             f"The query {promql!r} returns a {kind}, not an instant vector or scalar: drop the range "
             "selector ([5m]) or wrap it in a function such as rate()."
         )
@@ -179,7 +185,7 @@ class PromClient:
                 "until the target has been scraped."
             )
         if len(samples) > 1:
-            raise MlopsInputError(
+            raise PromQLQueryError(
                 f"The query {promql!r} returned {len(samples)} series ({[s.labels for s in samples[:3]]}...): "
                 "aggregate them to one number, e.g. sum(...) or avg(...)."
             )

@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 class ValidationGateTrigger(BaseTrigger):
     """Re-evaluate a gate every ``poll_interval`` seconds until it is decided or ``end_time`` passes.
 
+    An analysed gate (rules with ``interval``, ``count``, ...) sleeps until its next measurement is due
+    instead, and keeps the measurement history across measurements: :meth:`serialize` returns it as it
+    stands, so a trigger rebuilt from it continues the analysis.
+
     Events: ``{"status": "decided", "verdict": {...}}``, ``{"status": "timeout", "verdict": {...}}`` (the
     last, still pending verdict) or ``{"status": "error", "error_type": "input"|"service"|"other",
     "message": ...}``.
@@ -36,6 +40,7 @@ class ValidationGateTrigger(BaseTrigger):
     :param mlflow_conn_id: MLflow connection.
     :param prometheus_conn_id: Prometheus connection.
     :param dvc_conn_id: DVC connection.
+    :param analysis: the measurement history so far (analysed gates).
     """
 
     def __init__(
@@ -48,6 +53,7 @@ class ValidationGateTrigger(BaseTrigger):
         mlflow_conn_id: str = "mlflow_default",
         prometheus_conn_id: str = "prometheus_default",
         dvc_conn_id: str = "dvc_default",
+        analysis: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.spec = spec
@@ -58,6 +64,7 @@ class ValidationGateTrigger(BaseTrigger):
         self.mlflow_conn_id = mlflow_conn_id
         self.prometheus_conn_id = prometheus_conn_id
         self.dvc_conn_id = dvc_conn_id
+        self.analysis = analysis
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Classpath and every constructor argument."""
@@ -72,18 +79,38 @@ class ValidationGateTrigger(BaseTrigger):
                 "mlflow_conn_id": self.mlflow_conn_id,
                 "prometheus_conn_id": self.prometheus_conn_id,
                 "dvc_conn_id": self.dvc_conn_id,
+                "analysis": self.analysis,
             },
         )
 
     def _evaluate(self) -> Verdict:
-        return evaluate_gate(
+        verdict = evaluate_gate(
             self.spec,
             self.model_name,
             self.version,
             mlflow_conn_id=self.mlflow_conn_id,
             prometheus_conn_id=self.prometheus_conn_id,
             dvc_conn_id=self.dvc_conn_id,
+            analysis=self.analysis,
         )
+        self.analysis = verdict.analysis
+        return verdict
+
+    def _wait(self, first: bool) -> float:
+        """Seconds until the next evaluation: the poll interval, or the next due measurement of an
+        analysed gate (the first wait is at least the poll interval), never past ``end_time``."""
+        now = time.time()
+        wait = self.poll_interval
+        if self.analysis is not None:
+            from airflow_mlops.core.gate import load_spec
+            from airflow_mlops.core.gate.analysis import Analysis
+
+            gate = load_spec(self.spec)
+            due = Analysis.from_dict(self.analysis, gate).next_due(gate)
+            wait = self.poll_interval if due is None else max(0.0, due - now)
+            if first:
+                wait = max(wait, self.poll_interval)
+        return min(wait, max(0.0, self.end_time - now))
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Evaluate (in a thread: MLflow and Prometheus clients block) until decided or timed out.
@@ -92,8 +119,10 @@ class ValidationGateTrigger(BaseTrigger):
         also keeps an event from arriving before the scheduler has processed the deferring try's exit
         (apache/airflow#72716: a resumed task is failed on that stale event).
         """
+        first = True
         while True:
-            await asyncio.sleep(min(self.poll_interval, max(0.0, self.end_time - time.time())))
+            await asyncio.sleep(self._wait(first))
+            first = False
             try:
                 verdict = await asyncio.to_thread(self._evaluate)
             except Exception as e:  # noqa: BLE001 - reported to the task, which fails with it

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 from airflow_mlops.core.gate.evaluate import (
+    ERROR,
     FAILED,
+    INCONCLUSIVE,
     PASSED,
     PENDING,
     SKIPPED,
     Row,
     Verdict,
     evaluate,
+    is_analysed,
+    next_measurement,
     record_verdict,
+    run_analysis,
     run_gate,
 )
 from airflow_mlops.core.gate.spec import GateSpec, Rule, SourceSpec, load_spec
 
 __all__ = [
+    "ERROR",
     "FAILED",
+    "INCONCLUSIVE",
     "PASSED",
     "PENDING",
     "SKIPPED",
@@ -26,7 +33,10 @@ __all__ = [
     "SourceSpec",
     "Verdict",
     "evaluate",
+    "is_analysed",
     "load_spec",
+    "next_measurement",
     "record_verdict",
+    "run_analysis",
     "run_gate",
 ]

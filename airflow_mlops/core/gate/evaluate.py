@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -19,12 +21,13 @@ from airflow_mlops.core.gate.evidence import (
     HoldoutSource,
     MetricsUrlSource,
     MlflowMetricsSource,
+    PredictionLogSource,
     PrometheusSource,
     VersionRef,
     read_holdout,
 )
 from airflow_mlops.core.gate.spec import GateSpec, Rule, load_spec
-from airflow_mlops.core.promql import PromClient
+from airflow_mlops.core.promql import PromClient, PromQLQueryError
 from airflow_mlops.core.redact import redact, without_userinfo
 
 if TYPE_CHECKING:
@@ -33,6 +36,9 @@ if TYPE_CHECKING:
     from airflow_mlops.core.tracking import MlflowTarget
 
 PASSED, FAILED, PENDING, SKIPPED = "passed", "failed", "pending", "skipped"
+# Outcomes only an analysed gate reaches: neither condition held (a human decides), or the source kept erroring.
+INCONCLUSIVE, ERROR = "inconclusive", "error"
+DECIDED = frozenset({PASSED, FAILED, INCONCLUSIVE, ERROR})
 TAG_PREFIX = "mlops.gate."
 # MLflow caps a tag value at 5000 characters; the details tag stays under it.
 _TAG_LIMIT = 5000
@@ -53,8 +59,10 @@ class Row:
     :param baseline: the baseline's value, when compared.
     :param observed: what the threshold is compared with (value, change, relative change or sample count).
     :param threshold: the threshold.
-    :param status: passed, failed, pending (not enough evidence yet) or skipped (no baseline).
+    :param status: passed, failed, pending (not enough evidence yet), skipped (no baseline; a slice with too
+        few rows) or inconclusive (analysis: between the success and the failure condition, or NaN).
     :param reason: a sentence saying why.
+    :param slice: the data slice the check is about (None: all the data).
     """
 
     metric: str
@@ -65,6 +73,7 @@ class Row:
     threshold: float | None
     status: str
     reason: str
+    slice: str | None = None
 
 
 @dataclass
@@ -77,9 +86,11 @@ class Verdict:
     :param source: the evidence source kind.
     :param baseline_alias: the alias compared against.
     :param baseline_version: the version behind it (None for the first model).
-    :param status: passed, failed or pending.
-    :param rows: one row per check.
+    :param status: passed, failed or pending; an analysed gate also ends inconclusive or error.
+    :param rows: one row per check (of the latest measurement of each rule, for an analysed gate).
     :param baseline_note: what stands in the table's title when there is no baseline version.
+    :param analysis: the measurement history of an analysed gate (see
+        :class:`airflow_mlops.core.gate.analysis.Analysis`), None otherwise.
     """
 
     gate: str
@@ -91,6 +102,7 @@ class Verdict:
     status: str
     rows: list[Row] = field(default_factory=list)
     baseline_note: str | None = None
+    analysis: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
@@ -100,7 +112,7 @@ class Verdict:
     @property
     def decided(self) -> bool:
         """Whether the verdict is final (more waiting cannot change it)."""
-        return self.status in (PASSED, FAILED)
+        return self.status in DECIDED
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able mapping (for XCom and trigger events); NaN/inf become None."""
@@ -124,18 +136,31 @@ class Verdict:
         """One line: gate, model, status and the failed (or pending) checks."""
         head = f"Gate {self.gate!r} {self.status.upper()} for {self.model_name} v{self.version}"
         base = f" vs {self.baseline_alias}=v{self.baseline_version}" if self.baseline_version else ""
-        bad = [r for r in self.rows if r.status in (FAILED, PENDING)]
-        tail = "; ".join(f"{r.metric} {r.check}: {r.reason}" for r in bad[:5])
+        bad = [r for r in self.rows if r.status in (FAILED, PENDING, INCONCLUSIVE)]
+        tail = "; ".join(
+            f"{r.metric}{f' [{r.slice}]' if r.slice else ''} {r.check}: {r.reason}" for r in bad[:5]
+        )
+        if self.status == ERROR and self.analysis:
+            errored = [
+                f"{k}: {v['message']}" for k, v in self.analysis["rules"].items() if v["phase"] == ERROR
+            ]
+            tail = "; ".join(errored[:3]) or tail
         return f"{head}{base}" + (f": {tail}" if tail else "")
 
     def table(self) -> str:
         """The verdict as a fixed-width table for task logs and CI output."""
-        header = ("metric", "check", "candidate", "baseline", "observed", "threshold", "status", "reason")
-        lines = [
+        sliced = any(r.slice for r in self.rows)
+        header: tuple[str, ...] = ("metric", "check", "candidate", "baseline", "observed", "threshold", "status",
+                                   "reason")  # fmt: skip
+        lines: list[tuple[str, ...]] = [
             (r.metric, r.check, _fmt(r.candidate), _fmt(r.baseline), _fmt(r.observed), _fmt(r.threshold),
              r.status.upper(), r.reason)
             for r in self.rows
         ]  # fmt: skip
+        if sliced:
+            # Every slice gets its lines: the slice column after the metric's.
+            header = (header[0], "slice", *header[1:])
+            lines = [(x[0], r.slice or "(all)", *x[1:]) for x, r in zip(lines, self.rows, strict=True)]
         widths = [
             max(len(h), *(len(str(x[i])) for x in lines)) if lines else len(h) for i, h in enumerate(header)
         ]
@@ -154,7 +179,19 @@ class Verdict:
             f" -> {self.status.upper()}"
         )
         rule = "-" * min(120, max(len(title), sum(widths) + 2 * (len(widths) - 1)))
-        return "\n".join([title, rule, line(header), rule, *(line(x) for x in lines), rule])
+        out = "\n".join([title, rule, line(header), rule, *(line(x) for x in lines), rule])
+        history = self.history_table()
+        return f"{out}\n{history}" if history else out
+
+    def history_table(self) -> str:
+        """The measurement history of an analysed gate, one line per measurement ("" otherwise)."""
+        if not self.analysis:
+            return ""
+        from airflow_mlops.core.gate.analysis import Analysis, RuleResult
+
+        raw = self.analysis
+        rules = {k: RuleResult.from_dict(v) for k, v in raw.get("rules", {}).items()}
+        return Analysis(float(raw["started_at"]), rules, str(raw.get("phase", ""))).table()
 
 
 def _fmt(x: float | None) -> str:
@@ -198,7 +235,10 @@ def evaluate_rule(
     live: bool,
     baseline_label: str,
 ) -> list[Row]:
-    """All rows of one rule.
+    """All rows of one rule: its checks on all the data, then on every slice.
+
+    A rule with analysis settings turns a NaN into an inconclusive row (neither condition can hold) rather
+    than an input error.
 
     :param rule: the rule.
     :param candidate: the candidate's evidence.
@@ -206,6 +246,22 @@ def evaluate_rule(
     :param live: whether evidence may still grow (too few samples: pending rather than failed).
     :param baseline_label: how to name the baseline in reasons (e.g. ``champion v3``).
     """
+    rows = _overall_rows(rule, candidate, baseline, live=live, baseline_label=baseline_label)
+    if rule.slices is not None and not any(r.status in (PENDING, INCONCLUSIVE) for r in rows):
+        from airflow_mlops.core.gate.slices import slice_rows
+
+        rows.extend(slice_rows(rule, candidate, baseline, baseline_label))
+    return rows
+
+
+def _nan_row(rule: Rule, whose: str) -> Row:
+    return Row(rule.metric, "value", None, None, None, None, INCONCLUSIVE,
+               f"the {whose}'s value is NaN: neither the success nor the failure condition can hold")  # fmt: skip
+
+
+def _overall_rows(
+    rule: Rule, candidate: Evidence, baseline: Evidence | None, *, live: bool, baseline_label: str
+) -> list[Row]:
     m = rule.metric
     rows: list[Row] = []
     value = candidate.values.get(m)
@@ -224,6 +280,8 @@ def evaluate_rule(
             rows.append(Row(m, "min_samples", value, None, float(n), rule.min_samples, status, reason))
     if value is not None and math.isnan(value) and live and not enough:
         value = None  # a live gauge is NaN until it has data: that is "not yet", not bad input
+    if value is not None and math.isnan(value) and rule.has_analysis:
+        return [*rows, _nan_row(rule, "candidate")]
     _nan_check(value, f"The candidate's {m}")
     if value is None:
         note = candidate.notes.get(m, "no value")
@@ -247,6 +305,16 @@ def evaluate_rule(
         ok = value <= rule.max
         rows.append(Row(m, "max", value, None, value, rule.max, _check(ok),
                         f"{_fmt(value)} {'<=' if ok else '>'} {_fmt(rule.max)}"))  # fmt: skip
+    if rule.fail_below is not None:
+        held = value < rule.fail_below
+        rows.append(Row(m, "fail_below", value, None, value, rule.fail_below, _check(not held),
+                        f"{_fmt(value)} < {_fmt(rule.fail_below)}: the failure condition holds" if held
+                        else f"{_fmt(value)} >= {_fmt(rule.fail_below)}"))  # fmt: skip
+    if rule.fail_above is not None:
+        held = value > rule.fail_above
+        rows.append(Row(m, "fail_above", value, None, value, rule.fail_above, _check(not held),
+                        f"{_fmt(value)} > {_fmt(rule.fail_above)}: the failure condition holds" if held
+                        else f"{_fmt(value)} <= {_fmt(rule.fail_above)}"))  # fmt: skip
     if not rule.has_change_rules:
         return rows
     if baseline is None:
@@ -257,6 +325,8 @@ def evaluate_rule(
     bn = baseline.samples.get(m)
     if live and base is not None and math.isnan(base):
         base = None
+    if base is not None and math.isnan(base) and rule.has_analysis:
+        return [*rows, _nan_row(rule, f"baseline ({baseline_label})")]
     _nan_check(base, f"The baseline's ({baseline_label}) {m}")
     if base is None or (live and rule.min_samples is not None and (bn or 0) < rule.min_samples):
         why = (
@@ -453,12 +523,7 @@ def run_gate(
     """
     spec = load_spec(spec)
     version = str(version).strip()
-    if not isinstance(model_name, str) or not model_name.strip() or not version or version in ("None", ""):
-        raise MlopsInputError(f"Model name {model_name!r} and version {version!r} must both be given.")
-    if not version.isdigit():
-        raise MlopsInputError(
-            f"Model version {version!r} is not a version number: give the number MLflow assigned, e.g. 3."
-        )
+    _check_version(model_name, version)
     probe_mlflow(target)
     prometheus = _probe_live_source(spec, prometheus)
     # Only a holdout loads models through MLflow's process-wide settings; every other source uses the
@@ -502,6 +567,15 @@ def run_gate(
     return verdict
 
 
+def _check_version(model_name: Any, version: str) -> None:
+    if not isinstance(model_name, str) or not model_name.strip() or not version or version in ("None", ""):
+        raise MlopsInputError(f"Model name {model_name!r} and version {version!r} must both be given.")
+    if not version.isdigit():
+        raise MlopsInputError(
+            f"Model version {version!r} is not a version number: give the number MLflow assigned, e.g. 3."
+        )
+
+
 def _probe_live_source(spec: GateSpec, prometheus: PromClient | None) -> PromClient | None:
     """Reach a live source once before MLflow is even imported, so a dead one is reported in seconds."""
     src = spec.source
@@ -511,7 +585,8 @@ def _probe_live_source(spec: GateSpec, prometheus: PromClient | None) -> PromCli
         if prometheus is not None:
             prometheus.query("1")  # raises MlopsServiceError naming the server when it does not answer
     elif src.kind == "metrics_url":
-        MetricsUrlSource(src.url, src.timeout, src.samples_query).fetch()  # type: ignore[arg-type]
+        assert src.url is not None
+        MetricsUrlSource(src.url, src.timeout, src.samples_query).fetch()
     return prometheus
 
 
@@ -527,7 +602,8 @@ def _make_source(
         return MlflowMetricsSource(client)
     if src.kind == "holdout":
         frame = (frame_loader or read_holdout)(src)
-        return HoldoutSource(client, frame, src.target)  # type: ignore[arg-type]
+        assert src.target is not None
+        return HoldoutSource(client, frame, src.target)
     if src.kind == "prometheus":
         if prometheus is None:
             if not src.url:
@@ -537,7 +613,155 @@ def _make_source(
                 )
             prometheus = PromClient(src.url, timeout=src.timeout)
         return PrometheusSource(prometheus, src.samples_query)
-    return MetricsUrlSource(src.url, src.timeout, src.samples_query)  # type: ignore[arg-type]
+    if src.kind == "prediction_log":
+        assert src.path is not None
+        return PredictionLogSource(src.path, src.window)
+    assert src.url is not None
+    return MetricsUrlSource(src.url, src.timeout, src.samples_query)
+
+
+def is_analysed(spec: GateSpec) -> bool:
+    """Whether any rule of the gate has analysis settings (then :func:`run_analysis` evaluates it)."""
+    return any(r.has_analysis for r in spec.rules)
+
+
+def measurement_phase(rule: Rule, rows: list[Row]) -> str:
+    """The phase of one measurement of ``rule`` from its rows (see :mod:`airflow_mlops.core.gate.analysis`).
+
+    Rows that make the measurement inconclusive are marked so.
+    """
+    from airflow_mlops.core.gate import analysis as an
+
+    statuses = {r.status for r in rows}
+    if not rule.has_analysis:
+        return an.FAILED if FAILED in statuses else an.PENDING if PENDING in statuses else an.SUCCESSFUL
+    if INCONCLUSIVE in statuses:
+        return an.INCONCLUSIVE
+    failure_held = any(r.status == FAILED and r.check in ("fail_below", "fail_above") for r in rows)
+    if rule.has_failure_condition and failure_held:
+        return an.FAILED
+    if not rule.has_failure_condition and FAILED in statuses:
+        return an.FAILED
+    if FAILED in statuses or PENDING in statuses:
+        for r in rows:
+            if r.status in (FAILED, PENDING):
+                r.status = INCONCLUSIVE  # thin evidence, or between success and failure: neither held
+        return an.INCONCLUSIVE
+    return an.SUCCESSFUL
+
+
+# The analysis phase -> the verdict status.
+_STATUS = {"successful": PASSED, "failed": FAILED, "inconclusive": INCONCLUSIVE, "error": ERROR}
+
+
+def run_analysis(
+    spec: GateSpec | dict[str, Any] | str,
+    model_name: str,
+    version: str | int,
+    target: MlflowTarget,
+    *,
+    state: dict[str, Any] | None = None,
+    now: float | None = None,
+    prometheus: PromClient | None = None,
+    frame_loader: FrameLoader | None = None,
+) -> Verdict:
+    """Take the measurements that are due at ``now`` and assess the analysis. Changes nothing.
+
+    Call it again with ``state=verdict.analysis`` when :func:`next_measurement` says; the verdict is
+    decided (passed, failed, inconclusive or error) once the analysis is. Source errors (an unreachable
+    service, a query Prometheus rejects) are error measurements; other bad input raises as in
+    :func:`run_gate`.
+
+    :param spec: the gate spec.
+    :param model_name: registered model name.
+    :param version: candidate version.
+    :param target: the MLflow store.
+    :param state: the previous verdict's ``analysis`` (None: start now).
+    :param now: epoch seconds (default: the clock).
+    :param prometheus: as in :func:`run_gate`.
+    :param frame_loader: as in :func:`run_gate`.
+    """
+    spec = load_spec(spec)
+    if not state:
+        # Bad input fails now, not at the first measurement after the initial delay.
+        _check_version(model_name, str(version).strip())
+        probe_mlflow(target)
+        with mlflow_errors(target):
+            _version_ref(target.client(), model_name, str(version).strip())
+
+    def measure(due: GateSpec) -> Verdict:
+        return run_gate(due, model_name, version, target, prometheus=prometheus, frame_loader=frame_loader)
+
+    return analysis_step(spec, model_name, str(version).strip(), measure, state=state, now=now)
+
+
+def analysis_step(
+    spec: GateSpec,
+    model_name: str,
+    version: str,
+    measure: Callable[[GateSpec], Verdict],
+    *,
+    state: dict[str, Any] | None = None,
+    now: float | None = None,
+) -> Verdict:
+    """One step of an analysis: ``measure`` (a gate evaluation, :func:`run_gate` in production) runs on the
+    rules due at ``now``, each rule's measurement is tallied, and the analysis is assessed.
+
+    :param spec: the gate spec.
+    :param model_name: registered model name.
+    :param version: candidate version.
+    :param measure: evaluates a gate of the due rules; its source errors are error measurements.
+    :param state: the previous verdict's ``analysis`` (None: start now).
+    :param now: epoch seconds (default: the clock).
+    """
+    from airflow_mlops.core.gate import analysis as an
+
+    now = time.time() if now is None else float(now)
+    analysis = an.Analysis.from_dict(state, spec) if state else an.Analysis.start(spec, now)
+    due = [r for r in spec.rules if analysis.due(r, now)]
+    if due:
+        try:
+            verdict = measure(dataclasses.replace(spec, rules=tuple(due)))
+        except (MlopsServiceError, PromQLQueryError) as e:
+            message = redact(" ".join(str(e).split()))[:300]
+            for rule in due:
+                result = analysis.rules[rule.metric]
+                an.record(rule, result, an.Measurement(now, an.ERROR, message=message))
+                result.rows = [
+                    dataclasses.asdict(Row(rule.metric, "source", None, None, None, None, ERROR, message))
+                ]
+        else:
+            analysis.baseline_version, analysis.baseline_note = (
+                verdict.baseline_version,
+                verdict.baseline_note,
+            )
+            for rule in due:
+                rows = [r for r in verdict.rows if r.metric == rule.metric]
+                phase = measurement_phase(rule, rows)
+                overall = [r for r in rows if r.slice is None]
+                value = next((r.candidate for r in overall if r.candidate is not None), None)
+                base = next((r.baseline for r in overall if r.baseline is not None), None)
+                n = next((r.observed for r in overall if r.check == "min_samples"), None)
+                bad = [f"{r.check}{f' [{r.slice}]' if r.slice else ''}: {r.reason}" for r in rows
+                       if r.status in (FAILED, INCONCLUSIVE, PENDING)]  # fmt: skip
+                result = analysis.rules[rule.metric]
+                an.record(rule, result, an.Measurement(now, phase, value, base, None if n is None else int(n),
+                                                       "; ".join(bad)[:300]))  # fmt: skip
+                result.rows = [dataclasses.asdict(r) for r in rows]
+    analysis.assess(spec)
+    rows = [Row(**r) for rule in spec.rules for r in analysis.rules[rule.metric].rows]
+    return Verdict(spec.name, model_name, version, spec.source.kind, spec.baseline, analysis.baseline_version,
+                   _STATUS.get(analysis.phase, PENDING), rows, analysis.baseline_note, analysis.to_dict())  # fmt: skip
+
+
+def next_measurement(spec: GateSpec | dict[str, Any] | str, verdict: Verdict) -> float | None:
+    """Epoch seconds of the next measurement of an analysed verdict (None when decided)."""
+    from airflow_mlops.core.gate.analysis import Analysis
+
+    if verdict.decided or not verdict.analysis:
+        return None
+    gate = load_spec(spec)
+    return Analysis.from_dict(verdict.analysis, gate).next_due(gate)
 
 
 def verdict_tags(verdict: Verdict) -> dict[str, str]:
@@ -575,18 +799,44 @@ def details_json(verdict: Verdict, limit: int = _TAG_LIMIT) -> str:
                                                  if r["status"] in (FAILED, PENDING)]),
     ]  # fmt: skip
     counts = dict(Counter(r["status"] for r in rows))
-    for what, kept in shrunk:
-        data = {**head, "rows": kept} if what is None else {**head, "rows": kept, "truncated": what,
-                                                              "n_rows": len(rows), "counts": counts}  # fmt: skip
-        text = json.dumps(data, sort_keys=True)
-        if len(text) <= limit:
-            return text
+    for history in _history_forms(verdict.analysis):
+        for what, kept in shrunk:
+            data = {**head, "rows": kept} if what is None else {**head, "rows": kept, "truncated": what,
+                                                                  "n_rows": len(rows), "counts": counts}  # fmt: skip
+            if history is not None:
+                data["analysis"] = history
+            text = json.dumps(data, sort_keys=True)
+            if len(text) <= limit:
+                return text
     text = json.dumps(
         {**head, "truncated": "no row fits", "n_rows": len(rows), "counts": counts}, sort_keys=True
     )
     if len(text) <= limit:
         return text
     return json.dumps({"status": verdict.status, "truncated": "no row fits", "n_rows": len(rows)})
+
+
+def _history_forms(analysis: dict[str, Any] | None) -> list[dict[str, Any] | None]:
+    """The analysis history in ever smaller forms for the details tag: measurements as
+    ``[seconds since start, phase, value]``, then the tallies alone, then nothing."""
+    if not analysis:
+        return [None]
+    tallies = ("phase", "count", "successful", "failed", "inconclusive", "error", "consecutive_error",
+               "consecutive_success")  # fmt: skip
+    start = float(analysis["started_at"])
+    full = {
+        "phase": analysis["phase"],
+        "rules": {
+            k: {**{t: v[t] for t in tallies},
+                "measurements": [[round(m["at"] - start, 1), m["phase"], m["value"]] for m in v["measurements"]]}
+            for k, v in analysis["rules"].items()
+        },
+    }  # fmt: skip
+    short = {
+        "phase": analysis["phase"],
+        "rules": {k: {t: v[t] for t in tallies} for k, v in analysis["rules"].items()},
+    }
+    return [full, short, None]
 
 
 def record_verdict(target: MlflowTarget, verdict: Verdict, promote_alias: str | None = None) -> None:

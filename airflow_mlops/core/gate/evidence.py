@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.core.errors import MlopsInputError, MlopsServiceError
+from airflow_mlops.core.gate.slices import SliceValues, slice_values
 from airflow_mlops.core.gate.spec import DEFAULT_SAMPLES_QUERY, Rule, SourceSpec
 from airflow_mlops.core.live_queries import value_query
 from airflow_mlops.core.promql import PromClient, PromQLEmptyResult
@@ -43,11 +44,13 @@ class Evidence:
     :param values: metric -> value; None when the source has no value yet (live sources).
     :param samples: metric -> number of samples behind the value; None when unknown.
     :param notes: metric -> why a value is missing.
+    :param slices: metric -> slice name -> (value, rows), for rules with slices.
     """
 
     values: dict[str, float | None] = field(default_factory=dict)
     samples: dict[str, int | None] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
+    slices: dict[str, SliceValues] = field(default_factory=dict)
 
 
 def fill(template: str, ref: VersionRef, metric: str) -> str:
@@ -198,7 +201,11 @@ class HoldoutSource:
         )
         if ref.run_id:
             task = self.client.get_run(ref.run_id).data.params.get("task", task)
-        scores = score_model(model, task, prepare_features(self.frame[features]), self.frame[self.target])
+
+        def score(part: pd.DataFrame) -> dict[str, float]:
+            return score_model(model, task, prepare_features(part[features]), part[self.target])
+
+        scores = score(self.frame)
         absent = [r.metric for r in rules if r.metric not in scores]
         if absent:
             raise MlopsInputError(
@@ -208,7 +215,69 @@ class HoldoutSource:
         return Evidence(
             values={r.metric: scores[r.metric] for r in rules},
             samples={r.metric: len(self.frame) for r in rules},
+            slices={
+                r.metric: slice_values(r.slices, self.frame, r.metric, score)
+                for r in rules
+                if r.slices is not None
+            },
         )
+
+
+class PredictionLogSource:
+    """Live labelled traffic: the gateway's prediction log joined with its feedback log, scored per version
+    with the training metric functions (the predictions the version made, against the labels that came back).
+
+    :param log_dir: the gateway's ``--log-dir``.
+    :param window: seconds of traffic to read back (None: all of it).
+    """
+
+    kind = "prediction_log"
+    target = "_label"
+
+    def __init__(self, log_dir: str, window: float | None = None) -> None:
+        self.log_dir, self.window = log_dir, window
+
+    def frame(self, model_name: str) -> pd.DataFrame:
+        """The labelled requests of the model, with the version and the prediction of each."""
+        from datetime import datetime, timedelta, timezone
+
+        from airflow_mlops.core.prediction_log import read_labelled
+
+        start = None
+        if self.window is not None:
+            start = datetime.now(timezone.utc) - timedelta(seconds=self.window)
+        return read_labelled(self.log_dir, model_name, self.target, start=start, keep_meta=True)
+
+    def collect(self, ref: VersionRef, rules: tuple[Rule, ...]) -> Evidence:
+        """Score the version's logged predictions against their labels (overall and per slice)."""
+        from airflow_mlops.core.metrics import REGRESSION_METRICS, classification_metrics, regression_metrics
+        from airflow_mlops.core.prediction_log import MODEL_VERSION, PREDICTION
+
+        frame = self.frame(ref.model_name)
+        ev = Evidence()
+        if frame.empty:
+            for r in rules:
+                ev.values[r.metric], ev.samples[r.metric] = None, 0
+                ev.notes[r.metric] = f"no labelled requests in {self.log_dir} yet"
+            return ev
+        classes = sorted(set(frame[self.target].tolist()) | set(frame[PREDICTION].tolist()), key=str)
+        mine = frame[frame[MODEL_VERSION].astype(str) == ref.version]
+        regression = any(r.metric in REGRESSION_METRICS for r in rules)
+
+        def score(part: pd.DataFrame) -> dict[str, float]:
+            if regression:
+                return regression_metrics(part[self.target], part[PREDICTION])
+            return classification_metrics(part[self.target], part[PREDICTION], classes=classes)
+
+        scores = score(mine) if len(mine) else {}
+        for r in rules:
+            ev.values[r.metric] = scores.get(r.metric)
+            ev.samples[r.metric] = len(mine)
+            if not len(mine):
+                ev.notes[r.metric] = f"no labelled requests of v{ref.version} yet"
+            elif r.slices is not None:
+                ev.slices[r.metric] = slice_values(r.slices, mine, r.metric, score)
+        return ev
 
 
 class PrometheusSource:

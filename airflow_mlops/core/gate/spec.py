@@ -10,7 +10,7 @@ import os
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.core.errors import MlopsInputError
 from airflow_mlops.core.live_queries import samples_query
@@ -18,15 +18,22 @@ from airflow_mlops.core.metrics import CLASSIFICATION_METRICS, LOWER_IS_BETTER, 
 from airflow_mlops.core.metrics import greater_is_better as default_direction
 from airflow_mlops.core.registry import CHAMPION
 
-SOURCES = ("mlflow", "holdout", "prometheus", "metrics_url")
+if TYPE_CHECKING:
+    from airflow_mlops.core.gate.slices import SliceSpec
+
+SOURCES = ("mlflow", "holdout", "prometheus", "metrics_url", "prediction_log")
 # Sources whose evidence grows while the sensor waits (a canary's live metrics).
-LIVE_SOURCES = frozenset({"prometheus", "metrics_url"})
+LIVE_SOURCES = frozenset({"prometheus", "metrics_url", "prediction_log"})
+# Sources with one row per example, so a metric can be computed per data slice.
+ROW_SOURCES = frozenset({"holdout", "prediction_log"})
 SCORED_METRICS = frozenset(CLASSIFICATION_METRICS + REGRESSION_METRICS)
 KNOWN_METRICS = SCORED_METRICS | LOWER_IS_BETTER
 # Metrics that live in [0, 1]: a bound outside it can never be met.
 UNIT_INTERVAL = frozenset({"accuracy", "precision", "recall", "f1", "roc_auc"})
 # Live gauges the gateway exports per model version (see the gateway contract).
 GATEWAY_LIVE_METRICS = frozenset({"accuracy", "precision", "recall", "f1"})
+# Metrics computable from logged predictions and their labels (no probabilities are logged).
+LOGGED_METRICS = frozenset({"accuracy", "precision", "recall", "f1", "rmse", "mae", "r2"})
 # Live quality from the gateway's counters, summed over every replica (core.live_queries.value_query).
 DEFAULT_SAMPLES_QUERY = samples_query()
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -68,6 +75,21 @@ class Rule:
     :param query: ``prometheus``: PromQL template of the value (``{model}``, ``{version}``, ``{metric}``);
         ``metrics_url``: the metric family name on the page.
     :param samples_query: as ``query``, for the sample count.
+    :param fail_below: failure condition: a measurement with a value below this fails. With a failure
+        condition, a measurement that meets neither it nor the success checks is *inconclusive*.
+    :param fail_above: failure condition: a measurement with a value above this fails.
+    :param interval: seconds between measurements (or a duration such as ``"30s"``, ``"5m"``, ``"1h"``).
+    :param count: measurements to take (default 1 when no ``interval`` is given).
+    :param initial_delay: seconds to wait before the first measurement.
+    :param failure_limit: failed measurements tolerated: the rule fails when they go above it (default 0;
+        -1: no limit, only ``consecutive_success_limit`` decides).
+    :param consecutive_error_limit: source errors (Prometheus down, a query error) tolerated in a row; the
+        rule errors when they go above it (default 4; the counter resets on any measurement without error).
+    :param consecutive_success_limit: the rule succeeds as soon as this many measurements in a row succeeded.
+    :param inconclusive_limit: inconclusive measurements tolerated: above it the gate is inconclusive (a
+        human decides).
+    :param slices: compute the metric per data slice too (holdout and prediction_log sources): see
+        :class:`airflow_mlops.core.gate.slices.SliceSpec`.
     """
 
     metric: str
@@ -81,6 +103,26 @@ class Rule:
     min_samples: int | None = None
     query: str | None = None
     samples_query: str | None = None
+    fail_below: float | None = None
+    fail_above: float | None = None
+    interval: float | None = None
+    count: int | None = None
+    initial_delay: float | None = None
+    failure_limit: int | None = None
+    consecutive_error_limit: int | None = None
+    consecutive_success_limit: int | None = None
+    inconclusive_limit: int | None = None
+    slices: SliceSpec | None = None
+
+    @property
+    def has_analysis(self) -> bool:
+        """Whether the rule has analysis settings (measurements over time, limits, a failure condition)."""
+        return any(getattr(self, k) is not None for k in ANALYSIS_KEYS)
+
+    @property
+    def has_failure_condition(self) -> bool:
+        """Whether a failure condition is explicit (then a measurement can be inconclusive)."""
+        return self.fail_below is not None or self.fail_above is not None
 
     @property
     def better_is_greater(self) -> bool:
@@ -123,15 +165,33 @@ class Rule:
                 raise MlopsInputError(f"{where}: {key} = {raw[key]!r} must be a non-empty string.")
         nums = {
             k: _number(f"{where}: {k}", raw.get(k))
-            for k in ("min", "max", "min_change", "min_relative_change", "max_change", "max_relative_change")
-        }
+            for k in (
+                "min", "max", "min_change", "min_relative_change", "max_change", "max_relative_change",
+                "fail_below", "fail_above",
+            )
+        }  # fmt: skip
+        durations = {k: _duration(f"{where}: {k}", raw.get(k)) for k in ("interval", "initial_delay")}
+        limits = {
+            k: _whole(f"{where}: {k}", raw.get(k), lowest)
+            for k, lowest in (
+                ("count", 1), ("failure_limit", -1), ("consecutive_error_limit", 0),
+                ("consecutive_success_limit", 0), ("inconclusive_limit", 0),
+            )
+        }  # fmt: skip
+        slices = None
+        if raw.get("slices") is not None:
+            from airflow_mlops.core.gate.slices import SliceSpec
+
+            slices = SliceSpec.from_raw(raw["slices"], where)
+        settings: dict[str, Any] = {**nums, **durations, **limits}
         rule = cls(
             metric=metric.strip(),
             greater_is_better=gib,
             min_samples=min_samples,
             query=raw.get("query"),
             samples_query=raw.get("samples_query"),
-            **nums,
+            slices=slices,
+            **settings,
         )
         rule.check()
         return rule
@@ -145,12 +205,13 @@ class Rule:
                     f"{where}: unknown metric {self.metric!r}. Use one of {sorted(KNOWN_METRICS)}, or set "
                     "greater_is_better for a custom metric."
                 )
-        checks = (self.min, self.max, self.min_samples)
+        checks = (self.min, self.max, self.min_samples, self.slices)
         if all(v is None for v in checks) and not self.has_change_rules:
             raise MlopsInputError(
                 f"{where} checks nothing: set min, max, min_change, min_relative_change, max_change, "
-                "max_relative_change or min_samples."
+                "max_relative_change, min_samples or slices."
             )
+        self._check_analysis(where)
         pairs = (
             ("min", self.min, "max", self.max),
             ("min_change", self.min_change, "max_change", self.max_change),
@@ -183,9 +244,94 @@ class Rule:
                 "relative changes are fractions (-0.05 means a 5% drop is tolerated)."
             )
 
+    def _check_analysis(self, where: str) -> None:
+        if self.interval is not None and self.interval <= 0:
+            raise MlopsInputError(f"{where}: interval must be above 0 seconds (e.g. 60s).")
+        if self.fail_below is not None and self.min is not None and self.fail_below > self.min:
+            raise MlopsInputError(
+                f"{where}: fail_below = {self.fail_below} is above min = {self.min}, so a value can both pass "
+                "and fail: set fail_below at or under min (between them a measurement is inconclusive)."
+            )
+        if self.fail_above is not None and self.max is not None and self.fail_above < self.max:
+            raise MlopsInputError(
+                f"{where}: fail_above = {self.fail_above} is under max = {self.max}, so a value can both pass "
+                "and fail: set fail_above at or over max."
+            )
+        if self.fail_below is not None and self.fail_above is not None and self.fail_below > self.fail_above:
+            raise MlopsInputError(
+                f"{where}: fail_below = {self.fail_below} is above fail_above = {self.fail_above}, so every "
+                "value fails: swap them."
+            )
+        if self.count is not None and self.count > 1 and self.interval is None:
+            raise MlopsInputError(
+                f"{where}: count = {self.count} needs an interval between the measurements: set interval "
+                "(e.g. interval: 60s)."
+            )
+        if self.interval is not None and self.count is None and not self.consecutive_success_limit:
+            raise MlopsInputError(
+                f"{where}: interval without count measures forever, so the rule could never pass: set count "
+                "(measurements to take) or consecutive_success_limit (successes in a row that pass it)."
+            )
+        if self.failure_limit == -1 and not self.consecutive_success_limit:
+            raise MlopsInputError(
+                f"{where}: failure_limit = -1 turns failures off, so only consecutive_success_limit can decide: "
+                "set consecutive_success_limit, or a failure_limit >= 0."
+            )
+        if (
+            self.count is not None
+            and self.consecutive_success_limit
+            and self.consecutive_success_limit > self.count
+        ):
+            raise MlopsInputError(
+                f"{where}: consecutive_success_limit = {self.consecutive_success_limit} is above count = "
+                f"{self.count}, so it can never be reached: lower it or raise count."
+            )
+
     def to_dict(self) -> dict[str, Any]:
         """The rule as a mapping without unset keys."""
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        if self.slices is not None:
+            out["slices"] = self.slices.to_dict()
+        return out
+
+
+# Rule keys that make it an analysis rule (Argo Rollouts' AnalysisTemplate metric settings).
+ANALYSIS_KEYS = (
+    "fail_below", "fail_above", "interval", "count", "initial_delay", "failure_limit",
+    "consecutive_error_limit", "consecutive_success_limit", "inconclusive_limit",
+)  # fmt: skip
+_DURATION_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)(ms|s|m|h))+$")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+# A day: a gate's measurements are minutes apart; anything longer is a typo (ms for s?).
+_MAX_DURATION = 86400.0
+
+
+def _duration(where: str, value: Any) -> float | None:
+    """Seconds from a number or a duration string such as ``30s``, ``5m``, ``1h30m``."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip().replace(" ", "")
+        if not _DURATION_RE.match(text):
+            raise MlopsInputError(
+                f"{where} = {value!r} is not a duration: give seconds (30) or a duration such as 30s, 5m, 1h."
+            )
+        seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+    else:
+        seconds = _number(where, value)  # type: ignore[assignment]
+    assert seconds is not None
+    if not 0 <= seconds <= _MAX_DURATION:
+        raise MlopsInputError(f"{where} = {value!r} must be between 0 and 24h.")
+    return float(seconds)
+
+
+def _whole(where: str, value: Any, lowest: int) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+        raise MlopsInputError(f"{where} = {value!r} must be a whole number >= {lowest}.")
+    return value
 
 
 @dataclass(frozen=True)
@@ -204,6 +350,7 @@ class SourceSpec:
     :param samples_query: the default sample-count query of ``prometheus`` rules (or family name of
         ``metrics_url`` rules).
     :param timeout: seconds to wait for a live source.
+    :param window: ``prediction_log``: seconds of labelled traffic to read back (default: all of it).
     """
 
     kind: str = "mlflow"
@@ -214,6 +361,7 @@ class SourceSpec:
     url: str | None = None
     samples_query: str | None = None
     timeout: float = 10.0
+    window: float | None = None
 
     @property
     def live(self) -> bool:
@@ -250,7 +398,14 @@ class SourceSpec:
                 f"source timeout = {timeout} must be a number of seconds in (0, 600]: e.g. 10 (a sensor "
                 "waits longer through its own timeout)."
             )
-        src = cls(**{**raw, "kind": kind, "timeout": timeout})
+        window = _duration("source window", raw.get("window"))
+        if window is not None and window <= 0:
+            raise MlopsInputError("source window must be above 0 seconds (e.g. 1h), or omitted for all.")
+        src = cls(**{**raw, "kind": kind, "timeout": timeout, "window": window})
+        if kind == "prediction_log" and not src.path:
+            raise MlopsInputError(
+                "A prediction_log source needs 'path': the gateway's --log-dir (prediction and feedback logs)."
+            )
         if kind == "holdout":
             if not src.path or not src.target:
                 raise MlopsInputError(
@@ -353,7 +508,17 @@ class GateSpec:
                     f"Rule {rule.metric!r} needs a PromQL 'query' (the gateway exports live "
                     f"{sorted(GATEWAY_LIVE_METRICS)} only)."
                 )
-            if kind in ("mlflow", "holdout") and (rule.query or rule.samples_query):
+            if rule.slices is not None and kind not in ROW_SOURCES:
+                raise MlopsInputError(
+                    f"Rule {rule.metric!r} has slices, but the {kind!r} source gives one number per model, not "
+                    "rows: use a holdout or prediction_log source for per-slice metrics."
+                )
+            if kind == "prediction_log" and rule.metric not in LOGGED_METRICS:
+                raise MlopsInputError(
+                    f"Metric {rule.metric!r} cannot be computed from the prediction log (it holds predictions, "
+                    f"not probabilities): use one of {sorted(LOGGED_METRICS)}."
+                )
+            if kind in ("mlflow", "holdout", "prediction_log") and (rule.query or rule.samples_query):
                 raise MlopsInputError(
                     f"Rule {rule.metric!r} has a query, but the {kind!r} source does not use queries: "
                     "remove it or use a prometheus source."
@@ -482,7 +647,7 @@ def _unique_key_loader() -> Any:
     """A safe YAML loader that refuses duplicate keys (plain YAML keeps the last one silently)."""
     import yaml
 
-    class UniqueKeyLoader(yaml.SafeLoader):
+    class UniqueKeyLoader(yaml.SafeLoader):  # type: ignore[misc]  # yaml ships no type information here
         pass
 
     def construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
@@ -527,7 +692,7 @@ def _parse(text: str, where: str, json_file: bool = False) -> Any:
             except ValueError as e:
                 if json_file or "duplicate key" in str(e):
                     raise
-        return yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_unique_key_loader())  # a SafeLoader subclass: safe
     except (ValueError, yaml.YAMLError) as e:
         raise MlopsInputError(f"Cannot parse {where}: {e}. Fix the YAML/JSON syntax.") from None
     except RecursionError:
