@@ -13,6 +13,10 @@ set -euo pipefail
 
 IMAGE="${1:-${MLOPS_BASE_IMAGE:-airflow-mlops-base:bookworm}}"
 
+# Test sessions that run side by side (the stack, the Docker deploy tests) may ask at once: one builds,
+# the others wait and find the image.
+exec 9>"/tmp/mlops-base-image-${IMAGE//[^a-zA-Z0-9]/_}.lock"
+flock 9
 if docker image inspect "$IMAGE" >/dev/null 2>&1; then
     echo "base image $IMAGE already exists"
     exit 0

@@ -113,16 +113,15 @@ def _git(cwd: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
 
 
-@pytest.fixture
-def dvc_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
-    """A real git + DVC repo with a local-folder remote, tracking ``data/breast_cancer.csv``.
-
-    Returns a dict with ``path``, ``remote``, ``rev`` (the commit sha) and ``data_path``; the
-    ``dvc_default`` connection points at it.
-    """
+@pytest.fixture(scope="session")
+def _dvc_repo_template(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One real git + DVC repo with its remote, made once (four ``dvc`` runs cost seconds each); every
+    ``dvc_repo`` is a copy of it. The remote's URL is relative (``../dvc-remote``), so a copy of the repo and
+    its remote side by side is a complete repo with its own remote, sharing nothing with the template."""
     from sklearn.datasets import load_breast_cancer
 
-    repo, remote = tmp_path / "repo", tmp_path / "dvc-remote"
+    root = tmp_path_factory.mktemp("dvc-template")
+    repo, remote = root / "repo", root / "dvc-remote"
     repo.mkdir()
     remote.mkdir()
     _git(repo, "init", "-q", "-b", "main")
@@ -130,7 +129,7 @@ def dvc_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     _git(repo, "config", "user.name", "ci")
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=repo, check=True)
     subprocess.run(
-        [sys.executable, "-m", "dvc", "remote", "add", "-d", "local", str(remote)], cwd=repo, check=True
+        [sys.executable, "-m", "dvc", "remote", "add", "-d", "local", "../dvc-remote"], cwd=repo, check=True
     )
     (repo / "data").mkdir()
     frame = load_breast_cancer(as_frame=True).frame
@@ -139,8 +138,24 @@ def dvc_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     _git(repo, "add", "-A")
     _git(repo, "commit", "-q", "-m", "data v1")
     subprocess.run([sys.executable, "-m", "dvc", "push", "-q"], cwd=repo, check=True)
-    rev = _git(repo, "rev-parse", "HEAD")
+    shutil.rmtree(repo / ".dvc" / "tmp", ignore_errors=True)  # DVC's state of this path, not of a copy
+    return {"root": root, "rev": _git(repo, "rev-parse", "HEAD"), "frame": frame}
+
+
+@pytest.fixture
+def dvc_repo(_dvc_repo_template: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """A real git + DVC repo with a local-folder remote, tracking ``data/breast_cancer.csv``.
+
+    Returns a dict with ``path``, ``remote``, ``rev`` (the commit sha) and ``data_path``; the
+    ``dvc_default`` connection points at it. Each test gets its own copy of the session's template.
+    """
+    repo, remote = tmp_path / "repo", tmp_path / "dvc-remote"
+    shutil.copytree(_dvc_repo_template["root"] / "repo", repo, symlinks=True)
+    shutil.copytree(_dvc_repo_template["root"] / "dvc-remote", remote, symlinks=True)
+    rev = _dvc_repo_template["rev"]
+    assert _git(repo, "rev-parse", "HEAD") == rev
     monkeypatch.setenv(
         *conn_env("dvc_default", {"conn_type": "dvc", "host": str(repo), "extra": {"remote": "local"}})
     )
+    frame = _dvc_repo_template["frame"].copy()
     return {"path": repo, "remote": remote, "rev": rev, "data_path": "data/breast_cancer.csv", "frame": frame}
