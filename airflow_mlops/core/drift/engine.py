@@ -240,14 +240,21 @@ def detect_drift(
 
 def _n_values(ref: ReferenceColumn, cur: CurrentColumn) -> int:
     """Distinct values of both sides together (exact up to 6, which is all the choice needs)."""
-    if ref.kind == NUMERIC:
-        rd, cd = ref.dist, cur.dist
-        assert isinstance(rd, st.NumericDist) and isinstance(cd, st.NumericDist)
+    rd, cd = ref.dist, cur.dist
+    if isinstance(rd, st.NumericDist) and isinstance(cd, st.NumericDist):
         if rd.values is None or cd.values is None:
             return max(rd.n_unique, cd.n_unique, 6)
         return len(np.union1d(rd.values, cd.values))
-    assert isinstance(ref.dist, st.CategoricalDist) and isinstance(cur.dist, st.CategoricalDist)
-    return len(set(ref.dist.counts) | set(cur.dist.counts))
+    if isinstance(rd, st.CategoricalDist) and isinstance(cd, st.CategoricalDist):
+        return len(set(rd.counts) | set(cd.counts))
+    raise _kind_mismatch(ref)
+
+
+def _kind_mismatch(ref: ReferenceColumn) -> MlopsInputError:
+    return MlopsInputError(
+        f"Column {ref.name!r} is {ref.kind} in the reference but was summarized as another kind: summarize "
+        "the current data with the reference's column kinds."
+    )
 
 
 def _test_column(ref: ReferenceColumn, cur: CurrentColumn, config: DriftConfig) -> ColumnResult:
@@ -265,13 +272,11 @@ def _test_column(ref: ReferenceColumn, cur: CurrentColumn, config: DriftConfig) 
     test = config.test_for(ref.name, ref.kind) or default_test(ref.kind, n_ref, _n_values(ref, cur))
     threshold = config.threshold_for(ref.name, ref.kind, test)
     note = ""
-    if ref.kind == NUMERIC:
-        assert isinstance(rd, st.NumericDist) and isinstance(cd, st.NumericDist)
+    if isinstance(rd, st.NumericDist) and isinstance(cd, st.NumericDist):
         score = _numeric_score(test, rd, cd, ref)
         if rd.n_unique == 1 and test in ("wasserstein", "ks"):
             note = "constant in the reference"
-    else:
-        assert isinstance(rd, st.CategoricalDist) and isinstance(cd, st.CategoricalDist)
+    elif isinstance(rd, st.CategoricalDist) and isinstance(cd, st.CategoricalDist):
         score = _categorical_score(test, rd, cd)
         unseen = [k for k in cd.counts if k not in rd.counts]
         if unseen:
@@ -281,6 +286,8 @@ def _test_column(ref: ReferenceColumn, cur: CurrentColumn, config: DriftConfig) 
                 "" if ref.dropped_filter else " and any category outside the kept ones"
             )
             note = "; ".join(x for x in (note, f"{pooled} are compared as one 'other' bucket") if x)
+    else:
+        raise _kind_mismatch(ref)
     return ColumnResult(
         ref.name, ref.kind, test, score, threshold, st.is_drifted(test, score, threshold),
         n_ref, n_cur, cur.missing, note=note, hist=_hist(ref, cur),
@@ -303,7 +310,9 @@ def _numeric_score(test: str, rd: st.NumericDist, cd: st.NumericDist, ref: Refer
             )
         return _COUNT_TESTS[test](st.numeric_counts(rd), st.numeric_counts(cd))
     edges = ref.bin_edges if ref.bin_edges is not None else np.zeros(0)
-    return st.jensenshannon_binned(rd, cd, edges) if test == "jensenshannon" else st.psi_binned(rd, cd, edges)
+    if test == "jensenshannon":
+        return st.jensenshannon_binned(rd, cd, edges, ref.bin_counts)
+    return st.psi_binned(rd, cd, edges, ref.bin_counts)
 
 
 def _categorical_score(test: str, rd: st.CategoricalDist, cd: st.CategoricalDist) -> float:
@@ -321,10 +330,9 @@ _COUNT_TESTS = {
 
 def _hist(ref: ReferenceColumn, cur: CurrentColumn) -> dict[str, Any] | None:
     """Reference and current shares on the same bins, for the HTML report."""
-    if ref.kind == NUMERIC:
+    if isinstance(cur.dist, st.NumericDist):
         if ref.hist_edges is None or len(ref.hist_edges) < 2:
             return None
-        assert isinstance(cur.dist, st.NumericDist)
         edges = ref.hist_edges
         fc = cur.dist.cdf_at(edges)
         below = float(fc[0])
@@ -338,16 +346,18 @@ def _hist(ref: ReferenceColumn, cur: CurrentColumn) -> dict[str, Any] | None:
             "current_below": below,
             "current_above": above,
         }
-    assert isinstance(ref.dist, st.CategoricalDist) and isinstance(cur.dist, st.CategoricalDist)
-    rn, cn = max(ref.dist.n, 1), max(cur.dist.n, 1)
+    rdist, cdist = ref.dist, cur.dist
+    if not isinstance(rdist, st.CategoricalDist):
+        return None
+    rn, cn = max(rdist.n, 1), max(cdist.n, 1)
     keys = sorted(
-        set(ref.dist.counts) | set(cur.dist.counts),
-        key=lambda k: -(ref.dist.counts.get(k, 0) / rn + cur.dist.counts.get(k, 0) / cn),
+        set(rdist.counts) | set(cdist.counts),
+        key=lambda k: -(rdist.counts.get(k, 0) / rn + cdist.counts.get(k, 0) / cn),
     )[:20]
     return {
         "categories": [str(k) for k in keys],
-        "reference": [ref.dist.counts.get(k, 0) / rn for k in keys],
-        "current": [cur.dist.counts.get(k, 0) / cn for k in keys],
+        "reference": [rdist.counts.get(k, 0) / rn for k in keys],
+        "current": [cdist.counts.get(k, 0) / cn for k in keys],
     }
 
 

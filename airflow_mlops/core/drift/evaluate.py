@@ -40,7 +40,7 @@ REPORT_WHEN = ("on_drift", "always", "never")
 #: ``(dvc_path, rev) -> (frame, description)``: reads current data kept in DVC.
 DvcLoader = Callable[[str, "str | None"], "tuple[pd.DataFrame, str]"]
 #: ``(summary, model_label) -> None``: publishes the drift gauges of a check.
-Pusher = Callable[[dict, str], None]
+Pusher = Callable[[dict[str, Any], str], None]
 
 
 def _need_target(target: Any, what: str) -> MlflowTarget:
@@ -48,7 +48,8 @@ def _need_target(target: Any, what: str) -> MlflowTarget:
         target = target()
     if target is None:
         raise MlopsInputError(f"{what} needs an MLflow store: give a tracking URI (or an MLflow connection).")
-    return target
+    resolved: MlflowTarget = target
+    return resolved
 
 
 def load_reference(spec: dict[str, Any], target: Any = None) -> tuple[Any, dict[str, Any]]:
@@ -97,15 +98,16 @@ def _model_reference(target: MlflowTarget, name: str, ref: dict[str, Any]) -> tu
                 mv = client.get_model_version(name, str(ref["version"]))
             else:
                 alias = ref.get("alias") or registry.CHAMPION
-                mv = registry.get_version_by_alias(client, name, alias)
-                if mv is None:
+                found = registry.get_version_by_alias(client, name, alias)
+                if found is None:
                     raise MlopsInputError(
                         f"Model {name!r} has no version with alias @{alias}: set the alias, or give "
                         "model_version."
                     )
+                mv = found
         except MlopsInputError:
             raise
-        except Exception as e:  # noqa: BLE001 - MLflow's errors, reworded with the fix
+        except Exception as e:  # MLflow's errors, reworded with the fix
             if "RESOURCE_DOES_NOT_EXIST" in str(e) or "not found" in str(e).lower():
                 raise MlopsInputError(
                     f"Model version {name} {ref.get('version') or '@' + str(ref.get('alias'))} does not "
@@ -142,7 +144,7 @@ def _run_profile(client: Any, name: str, mv: Any, tmp: str, facts: dict[str, Any
         local = client.download_artifacts(mv.run_id, REFERENCE_SAMPLE_ARTIFACT, tmp)
         facts["note"] = "no reference profile in the run: built from its training sample"
         return build_profile(pd.read_parquet(local))
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise MlopsInputError(
             f"The run {mv.run_id} of {name} v{mv.version} has neither {PROFILE_ARTIFACT} nor a training "
             "sample: retrain with TrainOperator (which logs the profile) or give reference_path."
@@ -291,7 +293,7 @@ def log_report(
             mlflow.log_metrics({"drift_share": report.share_drifted, "n_drifted": report.n_drifted})
             mlflow.log_text(report_json(report, context), REPORT_JSON)
             mlflow.log_text(report_html(report, f"Data drift: {model}"), REPORT_HTML)
-        return run.info.run_id
+        return str(run.info.run_id)
 
 
 def source_state(spec: dict[str, Any]) -> dict[str, Any]:

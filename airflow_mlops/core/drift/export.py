@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.core.errors import MlopsServiceError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from prometheus_client import CollectorRegistry
 
 JOB = "mlops_drift"
 
 
-def drift_registry(summary: dict[str, Any], model: str):  # noqa: ANN201 - a prometheus CollectorRegistry
+def drift_registry(summary: dict[str, Any], model: str) -> CollectorRegistry:
     """A registry holding ``mlops_drift_score{model,feature,test}``, ``mlops_drift_share{model}`` and
     ``mlops_drift_detected{model}`` for one report summary."""
     from prometheus_client import CollectorRegistry, Gauge
@@ -50,7 +55,9 @@ def push_drift_metrics(
     from prometheus_client import push_to_gateway
     from prometheus_client.exposition import default_handler
 
-    def handler(url: str, method: str, timeout: float | None, headers: list, data: bytes):  # noqa: ANN202
+    def handler(
+        url: str, method: str, timeout: float | None, headers: list[tuple[str, str]], data: bytes
+    ) -> Callable[[], None]:
         if username is not None:
             token = base64.b64encode(f"{username}:{password or ''}".encode()).decode()
             headers = [*headers, ("Authorization", f"Basic {token}")]

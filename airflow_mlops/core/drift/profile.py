@@ -1,10 +1,19 @@
 """Reference profiles: a compact, versioned JSON summary of the training features.
 
-It holds per numeric column the count, moments, a quantile grid (the CDF, piecewise linear), exact
-value counts when the column has few distinct values (every test is then exact), the
-reference-quantile bin edges for PSI/Jensen-Shannon and a histogram for reports; per categorical
-column the value counts. A reference of at most ``exact_rows`` rows is stored whole (as value
-counts), so the exact tests Evidently uses on small references give exactly the same p-values.
+It holds per numeric column the count, moments, an adaptive quantile grid (the CDF, piecewise linear
+between knots), exact value counts when the column has few distinct values (every test is then
+exact), the reference-quantile bin edges for PSI/Jensen-Shannon with the reference's exact counts in
+those bins (PSI and Jensen-Shannon from a profile equal the raw-reference values) and a histogram for
+reports; per categorical column the value counts. A reference of at most ``exact_rows`` rows is
+stored whole (as value counts), so the exact tests Evidently uses on small references give exactly
+the same p-values.
+
+The grid (format version 2) starts from 1000 equal-rank intervals and splits, where the sorted data
+departs most from the straight line between two knots, until the area between the data's quantile
+function and the grid's is at most ``grid_tolerance`` standard deviations: that area bounds the error
+of the normed Wasserstein distance (triangle inequality), heavy tails included, where an equal-rank
+grid is off by up to a quarter of the statistic. Its knots also bound the KS error: the largest rank
+step between two knots (at most 1/1000), by which the KS threshold is widened.
 """
 
 from __future__ import annotations
@@ -35,7 +44,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 PROFILE_FORMAT = "airflow-mlops/drift-profile"
-PROFILE_VERSION = 1
+PROFILE_VERSION = 2
+#: Versions this package reads (1: an equal-rank quantile grid, without exact bin counts).
+READABLE_VERSIONS = (1, 2)
 PROFILE_ARTIFACT = "drift/reference_profile.json"
 
 
@@ -55,6 +66,8 @@ class ReferenceColumn:
         is the :data:`~airflow_mlops.core.drift.columns.OTHER` bucket of ``dist``).
     :param dropped_filter: which categories were dropped (None: not known, so every category outside the
         kept ones is pooled into the bucket).
+    :param bin_counts: numeric: the reference's exact counts in the bins of ``bin_edges`` (None: taken
+        from ``dist``).
     """
 
     name: str
@@ -67,13 +80,13 @@ class ReferenceColumn:
     dtype: str = ""
     dropped: int = 0
     dropped_filter: CategoryFilter | None = None
+    bin_counts: np.ndarray | None = None
 
     def pool_current(self, dist: CategoricalDist) -> CategoricalDist:
         """Current counts with the categories the profile dropped moved into its ``other`` bucket, so that
         the reference's rare categories are compared as one bucket, never counted as new."""
-        if not self.dropped:
+        if not self.dropped or not isinstance(self.dist, CategoricalDist):
             return dist
-        assert isinstance(self.dist, CategoricalDist)
         kept = self.dist.counts
         outside = [k for k in dist.counts if k not in kept]
         if not outside:
@@ -127,7 +140,7 @@ class CategoryFilter:
         h = np.frombuffer(digests, dtype="<u8").reshape(-1, 2)
         steps = np.arange(n_hashes, dtype=np.uint64)
         with np.errstate(over="ignore"):
-            return (h[:, :1] + steps[None, :] * (h[:, 1:] | np.uint64(1))) % np.uint64(n_bits)
+            return np.asarray((h[:, :1] + steps[None, :] * (h[:, 1:] | np.uint64(1))) % np.uint64(n_bits))
 
     def contains(self, values: list[Any]) -> list[bool]:
         """Whether each value was (probably) added."""
@@ -135,7 +148,7 @@ class CategoryFilter:
             return []
         pos = self._positions(values, self.n_bits, self.n_hashes)
         hit = (self.bits[pos >> np.uint64(3)] >> (np.uint64(7) - (pos & np.uint64(7))).astype(np.uint8)) & 1
-        return hit.all(axis=1).tolist()
+        return [bool(v) for v in hit.all(axis=1)]
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form."""
@@ -159,6 +172,93 @@ def quantile_edges(dist: NumericDist, n_bins: int) -> np.ndarray:
     if dist.n == 0:
         return np.zeros(0)
     return np.unique(dist.quantiles(np.arange(1, n_bins) / n_bins))
+
+
+def bin_counts(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Counts of sorted ``x`` in ``(-inf, e1], (e1, e2], ..., (ek, inf)`` (the PSI/JS bins)."""
+    cut = np.searchsorted(x, edges, side="right")
+    return np.diff(np.concatenate([[0], cut, [len(x)]])).astype(np.int64)
+
+
+def grid_knots(
+    x: np.ndarray, tolerance: float, base: int = 1000, max_knots: int = 4096, max_rounds: int = 60
+) -> np.ndarray:
+    """Indices into sorted ``x`` of the knots of an adaptive quantile grid.
+
+    Between two knots the grid's quantile function is the straight line between their values (in rank
+    space); its L1 distance to the data's quantile function (the first Wasserstein distance between the
+    grid and the data) is measured on every value, and the intervals that contribute most are halved
+    until that distance is at most ``tolerance`` standard deviations (or the intervals are single steps).
+
+    :param x: sorted finite values (at least two).
+    :param tolerance: the Wasserstein budget, in standard deviations.
+    :param base: equal-rank intervals to start from (also the largest rank step between knots).
+    :param max_knots: the size bound: refinement stops there (the budget may then be exceeded).
+    :param max_rounds: a bound on the halving rounds (each is one pass over ``x``).
+    """
+    n = len(x)
+    scale = float(np.std(x)) or 1.0
+    knots = np.unique(np.linspace(0, n - 1, min(base, n - 1) + 1).round().astype(np.int64))
+    for _ in range(max_rounds):
+        widths = np.diff(knots)
+        interval = np.repeat(np.arange(len(widths)), widths)  # interval of values 0 .. n-2
+        a = knots[interval]
+        t = (np.arange(n - 1) - a) / widths[interval]
+        line = x[a] + (x[knots[interval + 1]] - x[a]) * t
+        per = np.bincount(interval, weights=np.abs(x[:-1] - line), minlength=len(widths)) / n
+        per[widths <= 1] = 0.0  # a single step cannot be split
+        excess = float(per.sum()) - tolerance * scale
+        if excess <= 0 or not per.any():
+            break
+        order = np.argsort(-per, kind="stable")
+        # The worst intervals that hold the excess (halving one removes most of its error).
+        take = int(np.searchsorted(np.cumsum(per[order]), excess)) + 1
+        split = order[:take]
+        split = split[per[split] > 0][: max(0, max_knots - len(knots))]
+        if len(split) == 0:
+            break
+        knots = np.union1d(knots, (knots[split] + knots[split + 1]) // 2)
+    return knots
+
+
+def grid(x: np.ndarray, knots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The stored grid of knots into sorted ``x``: values and the CDF there in units of 1/(2 count).
+
+    A knot inside a wide interval holds the CDF at the middle of its step (``2i + 1``); a knot next to
+    an adjacent one (the tails, once refined down to single values), and the first and last, hold the
+    step itself, as two entries of the same value (``2i`` then ``2i + 2``), so the tails are exact.
+    """
+    widths = np.diff(knots)
+    jump = np.zeros(len(knots), dtype=bool)
+    jump[:-1] |= widths == 1
+    jump[1:] |= widths == 1
+    jump[0] = jump[-1] = True
+    idx = np.repeat(np.arange(len(knots)), np.where(jump, 2, 1))
+    cum = np.where(jump, 2 * knots, 2 * knots + 1)[idx]
+    second = np.concatenate([[False], idx[1:] == idx[:-1]])
+    cum[second] = 2 * knots[idx[second]] + 2
+    return x[knots][idx], cum
+
+
+def linear_dist(points: np.ndarray, cdf: np.ndarray, n: int, std: float, n_unique: int) -> NumericDist:
+    """A piecewise-linear CDF through knots ``(points, cdf)``; knots of one value keep their first and last
+    (the second moved up one float), so a repeated value is a jump, never an ill-defined interpolation.
+    Its rank error is the largest CDF rise between two distinct values (jumps and flats are exact)."""
+    rank_error = 0.0
+    if len(points) > 1:
+        same_prev = np.concatenate([[False], points[1:] == points[:-1]])
+        same_next = np.concatenate([points[:-1] == points[1:], [False]])
+        keep = ~(same_prev & same_next)
+        points, cdf = points[keep].copy(), cdf[keep]
+        rises = np.diff(cdf)[points[1:] > points[:-1]]
+        rank_error = float(np.max(rises, initial=0.0))
+        dup = np.flatnonzero(np.concatenate([[False], points[1:] == points[:-1]]))
+        points[dup] = np.nextafter(points[dup], np.inf)
+    if len(cdf):
+        rank_error = max(rank_error, float(cdf[0]), 1.0 - float(cdf[-1]))
+    return NumericDist(
+        points=points, cdf=cdf, n=n, kind=LINEAR, std_=std, n_unique=n_unique, rank_error=rank_error
+    )
 
 
 def hist_edges(lo: float, hi: float, bins: int) -> np.ndarray:
@@ -193,9 +293,10 @@ def reference_columns_from_frame(
                 continue
             dist = NumericDist.from_sorted(x)
             edges = hist_edges(float(x[0]), float(x[-1]), hist_bins)
+            q_edges = quantile_edges(dist, n_bins)
             out[name] = ReferenceColumn(
-                name, NUMERIC, dist, quantile_edges(dist, n_bins), edges,
-                dist.histogram(edges), n_missing, str(s.dtype),
+                name, NUMERIC, dist, q_edges, edges, dist.histogram(edges), n_missing, str(s.dtype),
+                bin_counts=bin_counts(x, q_edges),
             )  # fmt: skip
         else:
             cdist, n_missing, mixed = categorical_dist(s)
@@ -218,12 +319,12 @@ def build_profile(
     n_bins: int = 10,
     hist_bins: int = 30,
     max_categories: int = 10_000,
+    grid_tolerance: float = 1e-4,
 ) -> dict[str, Any]:
     """Summarize reference data (the training features) into a JSON-able profile.
 
     :param frame: the reference data.
     :param columns: columns to profile (all when None).
-    :param n_quantiles: intervals of the quantile grid stored per numeric column.
     :param exact_rows: a numeric column of at most this many rows is stored whole (exact tests).
     :param exact_values: a numeric column with at most this many distinct values is stored as exact
         value counts.
@@ -232,14 +333,23 @@ def build_profile(
     :param max_categories: categories kept per categorical column; the rarest beyond are pooled into
         one ``other`` bucket (their total in ``dropped``, which categories they were in a Bloom filter), so
         current values of those categories are compared as that bucket, never as new ones.
+    :param grid_tolerance: numeric columns stored as a grid: its first Wasserstein distance to the data,
+        in standard deviations (the bound on the error of the normed Wasserstein statistic).
+    :param n_quantiles: equal-rank intervals the grid starts from (its largest rank step, the KS error).
     """
     refs, notes = reference_columns_from_frame(frame, columns, n_bins=n_bins, hist_bins=hist_bins)
     out_cols: dict[str, Any] = {}
     for name, rc in refs.items():
-        if rc.kind == NUMERIC:
-            d = rc.dist
-            assert isinstance(d, NumericDist)
+        d = rc.dist
+        if isinstance(d, NumericDist):
             x = d.points
+            if (
+                rc.bin_edges is None
+                or rc.hist_edges is None
+                or rc.hist_counts is None
+                or rc.bin_counts is None
+            ):
+                raise ValueError(f"reference column {name!r} lacks its bins")  # built just above: a bug
             col: dict[str, Any] = {
                 "kind": NUMERIC,
                 "dtype": rc.dtype,
@@ -251,17 +361,25 @@ def build_profile(
                 "std": d.std,
                 "n_unique": d.n_unique,
                 "bin_edges": rc.bin_edges.tolist(),
+                "bin_counts": rc.bin_counts.tolist(),
                 "hist": {"edges": rc.hist_edges.tolist(), "counts": rc.hist_counts.tolist()},
             }
-            if d.values is not None and (d.n_unique <= exact_values or d.n <= exact_rows):
+            if (
+                d.values is not None
+                and d.counts is not None
+                and (d.n_unique <= exact_values or d.n <= exact_rows)
+            ):
                 col["values"] = d.values.tolist()
                 col["counts"] = d.counts.tolist()
+            elif len(x) == 1:
+                col["values"], col["counts"] = [float(x[0])], [1]
             else:
-                col["quantiles"] = d.quantiles(np.linspace(0, 1, n_quantiles + 1)).tolist()
+                values, cum = grid(x, grid_knots(x, grid_tolerance, base=n_quantiles))
+                col["quantiles"], col["cum"] = values.tolist(), cum.tolist()
             out_cols[name] = col
         else:
-            d = rc.dist
-            assert isinstance(d, CategoricalDist)
+            if not isinstance(d, CategoricalDist):
+                raise ValueError(f"reference column {name!r} is neither numeric nor categorical")
             items = sorted(d.counts.items(), key=lambda kv: -kv[1])
             kept = items[:max_categories]
             tail = items[max_categories:]
@@ -318,7 +436,7 @@ def _numbers(value: Any, where: str, key: str, *, sorted_: bool = False, min_len
     return value
 
 
-def _validate_column(name: str, col: Any) -> None:
+def _validate_column(name: str, col: Any, version: int = PROFILE_VERSION) -> None:
     where = f"column {name!r}"
     if not isinstance(col, dict):
         raise _bad(where, "is not a mapping")
@@ -347,7 +465,21 @@ def _validate_column(name: str, col: Any) -> None:
             if sum(vcounts) == 0:
                 raise _bad(where, "has value counts that sum to 0")
         else:
-            _numbers(_need(col, "quantiles", where), where, "quantiles", sorted_=True, min_len=2)
+            q = _numbers(_need(col, "quantiles", where), where, "quantiles", sorted_=True, min_len=2)
+            if version >= 2:
+                cum = _need(col, "cum", where)
+                if not isinstance(cum, list) or len(cum) != len(q):
+                    raise _bad(where, f"has {len(q)} quantiles but 'cum' of another length")
+                for c in cum:
+                    _count_value(c, where, "cum")
+                if any(b < a for a, b in zip(cum, cum[1:], strict=False)) or cum[-1] > 2 * col["count"]:
+                    raise _bad(where, "has 'cum' that is not increasing up to twice the count")
+        if version >= 2:
+            bc = _need(col, "bin_counts", where)
+            if not isinstance(bc, list) or len(bc) != len(col["bin_edges"]) + 1:
+                raise _bad(where, "has 'bin_counts' that is not one count per bin of 'bin_edges'")
+            for c in bc:
+                _count_value(c, where, "bin_counts")
     elif kind == CATEGORICAL:
         cats = _need(col, "categories", where)
         if not isinstance(cats, list):
@@ -387,10 +519,10 @@ def validate_profile(profile: Any) -> dict[str, Any]:
         raise MlopsInputError(
             f"This is not a drift reference profile (no 'format': {PROFILE_FORMAT!r}): {_REBUILD}."
         )
-    if profile.get("version") != PROFILE_VERSION:
+    if profile.get("version") not in READABLE_VERSIONS:
         raise MlopsInputError(
             f"Drift profile version {str(profile.get('version'))[:20]} is not supported (this package reads "
-            f"version {PROFILE_VERSION}): {_REBUILD}."
+            f"versions {', '.join(map(str, READABLE_VERSIONS))}): {_REBUILD}."
         )
     columns = profile.get("columns")
     if not isinstance(columns, dict):
@@ -403,7 +535,7 @@ def validate_profile(profile: Any) -> dict[str, Any]:
     if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
         raise _bad("", "has 'notes' that are not a list of strings")
     for name, col in columns.items():
-        _validate_column(name, col)
+        _validate_column(name, col, int(profile["version"]))
     return profile
 
 
@@ -419,7 +551,16 @@ def reference_columns_from_profile(profile: dict[str, Any]) -> dict[str, Referen
                     np.asarray(col["counts"], dtype=np.int64),
                     col["std"],
                 )
-            else:
+            elif profile["version"] >= 2:
+                n = int(col["count"])
+                dist = linear_dist(
+                    np.asarray(col["quantiles"], dtype=float),
+                    np.asarray(col["cum"], dtype=float) / (2 * n),
+                    n,
+                    float(col["std"]),
+                    int(col["n_unique"]),
+                )
+            else:  # version 1: an equal-rank grid from minimum to maximum
                 q = np.asarray(col["quantiles"], dtype=float)
                 dist = NumericDist(
                     points=q,
@@ -429,11 +570,14 @@ def reference_columns_from_profile(profile: dict[str, Any]) -> dict[str, Referen
                     std_=float(col["std"]),
                     n_unique=int(col["n_unique"]),
                     uniform=True,
+                    rank_error=1.0 / (len(q) - 1),
                 )
+            bins = col.get("bin_counts")
             out[name] = ReferenceColumn(
                 name, NUMERIC, dist, np.asarray(col["bin_edges"], dtype=float),
                 np.asarray(col["hist"]["edges"], dtype=float), np.asarray(col["hist"]["counts"]),
                 int(col["missing"]), col.get("dtype", ""),
+                bin_counts=None if bins is None else np.asarray(bins, dtype=np.int64),
             )  # fmt: skip
         else:
             counts: dict[Any, int] = {}

@@ -47,6 +47,8 @@ class NumericDist:
     :param counts: counts of ``values``.
     :param n_unique: number of distinct values.
     :param raw: True when ``points`` are the raw sorted observations.
+    :param uniform: a ``linear`` grid whose CDF steps evenly.
+    :param rank_error: the largest error of the CDF (0: exact); the KS threshold is widened by it.
     """
 
     points: np.ndarray
@@ -58,10 +60,12 @@ class NumericDist:
     counts: np.ndarray | None = None
     n_unique: int = 0
     raw: bool = False
-    uniform: bool = False  # a ``linear`` grid whose CDF steps evenly (a profile's quantiles)
+    uniform: bool = False  # a ``linear`` grid whose CDF steps evenly (a version-1 profile's quantiles)
+    rank_error: float = 0.0  # the largest error of ``cdf_at`` (0 when exact): a grid's or a sketch's
 
     @property
     def std(self) -> float:
+        """Population standard deviation (ddof=0)."""
         if self.std_ is None:
             self.std_ = float(np.std(self.points)) if self.n else float("nan")
         return self.std_
@@ -92,11 +96,11 @@ class NumericDist:
 
     def cdf_at(self, x: np.ndarray) -> np.ndarray:
         """The CDF evaluated at ``x`` (right-continuous)."""
-        if self.kind == LINEAR:
-            return np.interp(x, self.points, self.cdf, left=0.0, right=1.0)
+        if self.kind == LINEAR and self.cdf is not None:
+            return np.asarray(np.interp(x, self.points, self.cdf, left=0.0, right=1.0), dtype=np.float64)
         idx = np.searchsorted(self.points, x, side="right")
-        if self.raw:
-            return idx / self.n
+        if self.raw or self.cdf is None:
+            return np.asarray(idx / self.n, dtype=np.float64)
         return np.where(idx > 0, self.cdf[np.maximum(idx - 1, 0)], 0.0)
 
     def quantiles(self, qs: np.ndarray) -> np.ndarray:
@@ -106,10 +110,12 @@ class NumericDist:
             lo = np.floor(pos).astype(np.int64)
             hi = np.minimum(lo + 1, self.n - 1)
             frac = pos - lo
-            return self.points[lo] + (self.points[hi] - self.points[lo]) * frac
-        if self.kind == LINEAR:
-            return np.interp(qs, self.cdf, self.points)
-        return np.quantile(np.repeat(self.points, self.counts), qs)
+            return np.asarray(self.points[lo] + (self.points[hi] - self.points[lo]) * frac, dtype=np.float64)
+        if self.kind == LINEAR and self.cdf is not None:
+            return np.asarray(np.interp(qs, self.cdf, self.points), dtype=np.float64)
+        if self.counts is None:
+            raise ValueError("quantiles of a sketched distribution are not exact")
+        return np.asarray(np.quantile(np.repeat(self.points, self.counts), qs), dtype=np.float64)
 
     def histogram(self, edges: np.ndarray) -> np.ndarray:
         """Counts in the bins of ``edges`` (the last bin closed, as ``np.histogram``)."""
@@ -131,6 +137,7 @@ class CategoricalDist:
 
     @property
     def n(self) -> int:
+        """Number of values."""
         return int(sum(self.counts.values()))
 
 
@@ -144,9 +151,9 @@ def _merged(ref: NumericDist, cur: NumericDist) -> tuple[np.ndarray, np.ndarray,
     diffs = []
     lefts = []
     for dist, mine in ((ref, is_ref), (cur, ~is_ref)):
-        if dist.kind == STEP:
+        if dist.kind == STEP or dist.cdf is None:
             seen = np.cumsum(mine)
-            if dist.raw:
+            if dist.raw or dist.cdf is None:
                 f = seen / dist.n
             else:
                 f = np.where(seen > 0, dist.cdf[np.maximum(seen - 1, 0)], 0.0)
@@ -241,8 +248,16 @@ def ks_pvalue(stat: float, n1: int, n2: int) -> float:
 
 
 def ks(ref: NumericDist, cur: NumericDist) -> float:
-    """Evidently's ``ks``: the p-value of the two-sample KS test."""
-    return ks_pvalue(ks_statistic(ref, cur), ref.n, cur.n)
+    """Evidently's ``ks``: the p-value of the two-sample KS test.
+
+    On a profile's grid or a sketch the statistic is known up to both sides' rank errors; the p-value
+    is the one of the smallest statistic they allow, so the threshold is widened by both errors (as
+    DataSketches' ``ks_test`` does) and a verdict is never more confident than the data allows. Exact
+    inputs (no error) give scipy's p-value.
+    """
+    stat = ks_statistic(ref, cur)
+    slack = ref.rank_error + cur.rank_error
+    return ks_pvalue(max(stat - slack, 0.0) if slack else stat, ref.n, cur.n)
 
 
 def numeric_counts(dist: NumericDist) -> CategoricalDist:
@@ -324,25 +339,37 @@ def _psi(r: np.ndarray, c: np.ndarray) -> float:
 
 
 def quantile_bin_shares(
-    ref: NumericDist, cur: NumericDist, edges: np.ndarray
+    ref: NumericDist, cur: NumericDist, edges: np.ndarray, ref_counts: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Shares of each side in the bins ``(-inf, e1], (e1, e2], ..., (ek, inf)`` (reference quantiles)."""
-    fr = np.concatenate([[0.0], ref.cdf_at(edges), [1.0]])
+    """Shares of each side in the bins ``(-inf, e1], (e1, e2], ..., (ek, inf)`` (reference quantiles).
+
+    :param ref_counts: the reference's exact counts in those bins (a profile keeps them), used
+        instead of its CDF.
+    """
+    if ref_counts is not None and len(ref_counts) == len(edges) + 1 and ref_counts.sum() > 0:
+        # The raw reference's shares, computed as ``cdf_at`` computes them on raw data.
+        r = np.diff(np.concatenate([[0], np.cumsum(ref_counts)[:-1], [ref_counts.sum()]]) / ref_counts.sum())
+    else:
+        r = np.diff(np.concatenate([[0.0], ref.cdf_at(edges), [1.0]]))
     fc = np.concatenate([[0.0], cur.cdf_at(edges), [1.0]])
-    return np.clip(np.diff(fr), 0, None), np.clip(np.diff(fc), 0, None)
+    return np.clip(r, 0, None), np.clip(np.diff(fc), 0, None)
 
 
-def jensenshannon_binned(ref: NumericDist, cur: NumericDist, edges: np.ndarray) -> float:
+def jensenshannon_binned(
+    ref: NumericDist, cur: NumericDist, edges: np.ndarray, ref_counts: np.ndarray | None = None
+) -> float:
     """Jensen-Shannon distance on reference-quantile bins."""
     from scipy.spatial.distance import jensenshannon
 
-    r, c = quantile_bin_shares(ref, cur, edges)
+    r, c = quantile_bin_shares(ref, cur, edges, ref_counts)
     return float(jensenshannon(r, c))
 
 
-def psi_binned(ref: NumericDist, cur: NumericDist, edges: np.ndarray) -> float:
+def psi_binned(
+    ref: NumericDist, cur: NumericDist, edges: np.ndarray, ref_counts: np.ndarray | None = None
+) -> float:
     """PSI on reference-quantile bins."""
-    r, c = quantile_bin_shares(ref, cur, edges)
+    r, c = quantile_bin_shares(ref, cur, edges, ref_counts)
     return _psi(r, c)
 
 
@@ -357,7 +384,7 @@ def is_drifted(test: str, score: float, threshold: float) -> bool:
     return score >= threshold
 
 
-def benjamini_hochberg(pvalues: list[float]) -> list[float]:
+def benjamini_hochberg(pvalues: list[float | None]) -> list[float]:
     """Benjamini-Hochberg adjusted p-values (NaN stays NaN)."""
     p = np.asarray(pvalues, dtype=float)
     out = np.full(len(p), np.nan)
@@ -365,11 +392,11 @@ def benjamini_hochberg(pvalues: list[float]) -> list[float]:
     q = p[ok]
     m = len(q)
     if m == 0:
-        return out.tolist()
+        return [float(v) for v in out]
     order = np.argsort(q)
     ranked = q[order] * m / np.arange(1, m + 1)
     adj = np.minimum.accumulate(ranked[::-1])[::-1]
     res = np.empty(m)
     res[order] = np.minimum(adj, 1.0)
     out[ok] = res
-    return out.tolist()
+    return [float(v) for v in out]

@@ -88,7 +88,9 @@ def test_profile_json_roundtrip_and_size() -> None:
     profile = load_profile(text)
     assert profile["columns"]["ints"]["kind"] == "numeric" and "values" in profile["columns"]["ints"]
     assert (
-        profile["columns"]["norm"]["count"] == 50_000 and len(profile["columns"]["norm"]["quantiles"]) == 1001
+        profile["columns"]["norm"]["count"] == 50_000
+        and 1001 <= len(profile["columns"]["norm"]["quantiles"]) <= 4096
+        and len(profile["columns"]["norm"]["cum"]) == len(profile["columns"]["norm"]["quantiles"])
     )
     assert _scores(detect_drift(profile, cur)) == _scores(detect_drift(json.loads(text), cur))
 
