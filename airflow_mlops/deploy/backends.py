@@ -21,9 +21,9 @@ from typing import Any
 
 from airflow_mlops.core.errors import MlopsInputError, MlopsServiceError
 from airflow_mlops.core.net import free_port
-from airflow_mlops.deploy.gateway_api import GatewayApi
 from airflow_mlops.deploy.state import this_host
-from airflow_mlops.serving.client import ADMIN_TOKEN_ENV, FEEDBACK_TOKEN_ENV
+from airflow_mlops.serving.client import ADMIN_TOKEN_ENV, FEEDBACK_TOKEN_ENV, GatewayClient
+from airflow_mlops.serving.config import DeploymentConfig
 
 _CRED_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 
@@ -47,7 +47,7 @@ class GatewaySpec:
     """
 
     name: str
-    config: dict[str, Any]
+    config: DeploymentConfig
     tracking_uri: str
     registry_uri: str | None = None
     admin_token: str = field(default="", repr=False)
@@ -69,7 +69,7 @@ class GatewaySpec:
         """Write the config where the gateway reads it; return the file path."""
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "deployment.json"
-        path.write_text(json.dumps(self.config, indent=1))
+        path.write_text(json.dumps(self.config.to_dict(), indent=1))
         os.chmod(folder, 0o755)  # a container's non-root user must read it
         os.chmod(path, 0o644)
         return path
@@ -110,7 +110,7 @@ class GatewayBackend(ABC):
 
     def _wait(self, spec: GatewaySpec, handle: dict[str, Any], timeout: float) -> None:
         try:
-            with GatewayApi(handle["endpoint"], spec.admin_token) as api:
+            with GatewayClient(handle["endpoint"], spec.admin_token) as api:
                 api.wait_ready(timeout, alive=lambda: self.alive(handle))
         except MlopsServiceError as e:
             tail = self.logs(handle)
@@ -237,7 +237,7 @@ class ExternalBackend(GatewayBackend):
         self.url = endpoint.rstrip("/")
 
     def start(self, spec: GatewaySpec, ready_timeout: float = 180.0) -> dict[str, Any]:
-        with GatewayApi(self.url, spec.admin_token) as api:
+        with GatewayClient(self.url, spec.admin_token) as api:
             deadline = time.monotonic() + min(ready_timeout, 30.0)
             while not api.ok("/health"):
                 if time.monotonic() > deadline:
@@ -254,7 +254,7 @@ class ExternalBackend(GatewayBackend):
         return {"backend": self.kind, "endpoint": self.url, "port": port}
 
     def alive(self, handle: dict[str, Any]) -> bool:
-        with GatewayApi(self.url, timeout=5.0) as api:
+        with GatewayClient(self.url, timeout=5.0) as api:
             return api.ok("/health")
 
     def stop(self, handle: dict[str, Any]) -> None:

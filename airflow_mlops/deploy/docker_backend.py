@@ -104,7 +104,7 @@ class DockerBackend(GatewayBackend):
         labels = {
             f"{LABEL_PREFIX}.managed-by": "airflow-mlops",
             f"{LABEL_PREFIX}.deployment": spec.name,
-            f"{LABEL_PREFIX}.model": str(spec.config.get("model_name", "")),
+            f"{LABEL_PREFIX}.model": spec.config.model_name,
             f"{LABEL_PREFIX}.port": str(port),
             **spec.labels,
         }

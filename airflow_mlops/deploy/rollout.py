@@ -29,6 +29,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from airflow_mlops.core.errors import MlopsInputError, MlopsServiceError
@@ -36,9 +37,8 @@ from airflow_mlops.core.registry import CHAMPION, AliasConflictError, alias_vers
 from airflow_mlops.core.tracking import MlflowTarget, check_reachable
 from airflow_mlops.deploy import ledger
 from airflow_mlops.deploy.backends import GatewayBackend, GatewaySpec
-from airflow_mlops.deploy.gateway_api import GatewayApi, error_rate_problem
+from airflow_mlops.deploy.plan import DeployRequest, Stage, alone, error_rate_problem, plan_stages
 from airflow_mlops.deploy.state import (
-    ADMIN_TOKEN_ENV,
     DeploymentBusyError,
     DeploymentRecords,
     DeploymentState,
@@ -49,146 +49,17 @@ from airflow_mlops.deploy.state import (
     this_host,
 )
 from airflow_mlops.deploy.validation import input_example_records, validate_version
+from airflow_mlops.serving.client import ADMIN_TOKEN_ENV, GatewayClient
+from airflow_mlops.serving.config import DeploymentConfig
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("replace", "canary", "shadow", "ab", "bandit")
-PROMOTING = ("replace", "canary")
 # How long past a stage's own work an operation keeps the deployment (a crashed holder frees it then).
 LEASE_MARGIN_SECONDS = 900.0
 
 
 class RolledBackError(MlopsServiceError):
     """A health check failed during the rollout; the previous routing (and champion) was restored."""
-
-
-@dataclass
-class DeployRequest:
-    """What to deploy, and how.
-
-    :param model_name: registered model name.
-    :param version: the model version number to deploy.
-    :param strategy: one of :data:`STRATEGIES`.
-    :param canary_steps: traffic shares of the new version before full promotion (``canary``).
-    :param step_seconds: how long each canary step is held and watched.
-    :param settle_seconds: how long the last step (or a non-canary change) is watched.
-    :param ab_weight: the new version's share in ``ab``.
-    :param sticky_key: input field used as the ``ab`` split key when a request gives no ``key``.
-    :param max_error_rate: largest share of 5xx answers of the new version in a step.
-    :param min_requests: requests of the new version needed before the error rate counts.
-    :param validate: run infra validation first.
-    :param latency_budget_ms: p95 latency budget of infra validation.
-    :param validation_requests: measured predict calls of infra validation.
-    :param promote: ``canary`` only: False holds the last canary step instead of promoting, so an
-        online gate can judge the canary; promote it afterwards by deploying the same version with
-        ``replace``, or roll it back.
-    :param op_id: id of this operation (Airflow: dag_id/run_id/task_id): retries share it.
-    :param actor: who deploys (for the ledger).
-    :param dag_run: ``dag_id/run_id`` for the ledger.
-    """
-
-    model_name: str
-    version: str
-    strategy: str = "replace"
-    canary_steps: tuple[float, ...] = (0.1, 0.5)
-    step_seconds: float = 30.0
-    settle_seconds: float = 2.0
-    ab_weight: float = 0.5
-    sticky_key: str | None = None
-    max_error_rate: float = 0.05
-    min_requests: int = 20
-    validate: bool = True
-    latency_budget_ms: float = 500.0
-    validation_requests: int = 20
-    promote: bool = True
-    op_id: str | None = None
-    actor: str | None = None
-    dag_run: str | None = None
-
-    def check(self) -> None:
-        """:raises MlopsInputError: a bad argument; the message names it and the fix."""
-        if self.strategy not in STRATEGIES:
-            raise MlopsInputError(f"Unknown strategy {self.strategy!r}: use one of {list(STRATEGIES)}.")
-        if not str(self.version).isdigit():
-            raise MlopsInputError(f"Version {self.version!r} is not a version number: resolve aliases first.")
-        steps = list(self.canary_steps)
-        if any(not 0 < s < 1 for s in steps) or steps != sorted(set(steps)):
-            raise MlopsInputError(
-                f"canary_steps {steps} must be increasing shares strictly between 0 and 1 (full promotion "
-                "follows the last step), e.g. [0.1, 0.5]."
-            )
-        if not 0 < self.ab_weight < 1:
-            raise MlopsInputError(f"ab_weight {self.ab_weight} must lie strictly between 0 and 1.")
-        if self.step_seconds < 0 or self.settle_seconds < 0:
-            raise MlopsInputError("step_seconds and settle_seconds must be >= 0.")
-        if not 0 <= self.max_error_rate <= 1:
-            raise MlopsInputError(f"max_error_rate {self.max_error_rate} must lie between 0 and 1.")
-
-
-@dataclass
-class Stage:
-    """One routing the deployment passes through."""
-
-    config: dict[str, Any]
-    hold_seconds: float
-    final: bool = False
-
-
-def _config(model: str, strategy: str, routes: list[tuple[str, float]], champion: str, **extra: Any) -> dict:
-    cfg: dict[str, Any] = {
-        "model_name": model,
-        "strategy": strategy,
-        "routes": [{"version": str(v), "weight": round(float(w), 6)} for v, w in routes],
-        "champion": str(champion),
-    }
-    cfg.update({k: v for k, v in extra.items() if v is not None})
-    return cfg
-
-
-def single_config(model: str, version: str) -> dict[str, Any]:
-    """All traffic to one version."""
-    return _config(model, "single", [(version, 1.0)], version)
-
-
-def plan_stages(req: DeployRequest, champion: str | None) -> tuple[list[Stage], bool]:
-    """The routings a deploy passes through, and whether it ends in full promotion.
-
-    :param req: the request.
-    :param champion: the version serving as champion now (None: nothing serves).
-    :raises MlopsInputError: a strategy that compares against a champion, without one.
-    """
-    model, new = req.model_name, str(req.version)
-    if champion is None or champion == new:
-        if req.strategy in ("shadow", "ab", "bandit"):
-            raise MlopsInputError(
-                f"Strategy {req.strategy!r} compares version {new} with a champion, but "
-                f"{model} has {'no champion' if champion is None else f'{new} as champion already'}: "
-                "deploy a champion first with strategy='replace'."
-            )
-        # A held canary of a first model serves alone, but champion waits for the online gate.
-        held = req.strategy == "canary" and not req.promote
-        return [Stage(single_config(model, new), req.settle_seconds, final=True)], not held
-    if req.strategy == "replace":
-        return [Stage(single_config(model, new), req.settle_seconds, final=True)], True
-    if req.strategy == "canary":
-        stages = [
-            Stage(_config(model, "canary", [(champion, 1 - w), (new, w)], champion), req.step_seconds)
-            for w in req.canary_steps
-        ]
-        if not req.promote:
-            stages[-1].final = True  # held: the canary keeps its share until a gate decides
-            return stages, False
-        return [*stages, Stage(single_config(model, new), req.settle_seconds, final=True)], True
-    if req.strategy == "shadow":
-        cfg = _config(model, "shadow", [(champion, 1.0), (new, 0.0)], champion)
-    elif req.strategy == "ab":
-        cfg = _config(
-            model, "ab", [(champion, 1 - req.ab_weight), (new, req.ab_weight)], champion,
-            sticky_key=req.sticky_key,
-        )  # fmt: skip
-    else:
-        cfg = _config(model, "bandit", [(champion, 0.5), (new, 0.5)], champion)
-    return [Stage(cfg, req.settle_seconds, final=True)], False
 
 
 @dataclass
@@ -215,11 +86,7 @@ class StepWatch:
     min_requests: int
     baseline: dict[str, float] = field(default_factory=dict)
     poll_seconds: float = 0.5
-    previous_config: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form (trigger arguments)."""
-        return asdict(self)
+    previous_config: DeploymentConfig | None = None
 
 
 @dataclass
@@ -287,7 +154,7 @@ class Deployer:
         feedback_token: str | None = None,
         gateway_tracking_uri: str | None = None,
         ready_timeout: float = 180.0,
-        step_check: Callable[[str, dict[str, Any], str], None] | None = None,
+        step_check: Callable[[str, DeploymentConfig, str], None] | None = None,
         poll_seconds: float = 0.5,
     ) -> None:
         self.name = check_name(name)
@@ -355,9 +222,7 @@ class Deployer:
             )
         return token
 
-    def _spec(self, state: DeploymentState, config: dict[str, Any], token: str) -> GatewaySpec:
-        from pathlib import Path
-
+    def _spec(self, state: DeploymentState, config: DeploymentConfig, token: str) -> GatewaySpec:
         t = self.target
         creds = {
             "MLFLOW_TRACKING_USERNAME": t.username,
@@ -378,10 +243,10 @@ class Deployer:
             labels={"org.airflow-mlops.role": "serving"},
         )
 
-    def _api(self, state: DeploymentState, admin: bool = False) -> GatewayApi:
+    def _api(self, state: DeploymentState, admin: bool = False) -> GatewayClient:
         if not state.endpoint:
             raise MlopsServiceError(f"Deployment {self.name!r} has no gateway endpoint recorded.")
-        return GatewayApi(state.endpoint, self._token() if admin else None)
+        return GatewayClient(state.endpoint, self._token() if admin else None)
 
     def _here(self, state: DeploymentState) -> bool:
         host = state.handle.get("host")
@@ -393,13 +258,13 @@ class Deployer:
             return False
         if self._here(state) or self.backend.kind == "external":
             return self.backend.alive(state.handle)
-        with GatewayApi(state.endpoint or "", timeout=5.0) as api:
+        with GatewayClient(state.endpoint or "", timeout=5.0) as api:
             return api.ok("/health")
 
     def _alive(self, state: DeploymentState) -> bool:
         if not (state.handle and state.endpoint and self._process_alive(state)):
             return False
-        with GatewayApi(state.endpoint, timeout=5.0) as api:
+        with GatewayClient(state.endpoint, timeout=5.0) as api:
             return api.healthy()
 
     def _stop(self, state: DeploymentState) -> None:
@@ -412,7 +277,7 @@ class Deployer:
             )
         self.backend.stop(state.handle)
 
-    def _apply(self, state: DeploymentState, config: dict[str, Any]) -> None:
+    def _apply(self, state: DeploymentState, config: DeploymentConfig) -> None:
         """Route as ``config``: a PUT to a live gateway, else a (re)start with it on the same port."""
         if self._process_alive(state):
             with self._api(state, admin=True) as api:
@@ -428,7 +293,7 @@ class Deployer:
         state.config = config
         self._save(state)
 
-    def _restore(self, state: DeploymentState, config: dict[str, Any] | None) -> None:
+    def _restore(self, state: DeploymentState, config: DeploymentConfig | None) -> None:
         """Put the routing back (restarting a dead gateway); no routing before: stop the gateway."""
         if config is None:
             self._stop(state)
@@ -438,16 +303,16 @@ class Deployer:
         self._apply(state, config)
 
     def _result(self, state: DeploymentState, action: str, **kw: Any) -> DeployResult:
-        cfg = state.config or {}
+        cfg = state.config
         return DeployResult(
             deployment=self.name,
             model_name=state.model_name,
             backend=state.backend,
             endpoint=state.endpoint,
-            strategy=str(cfg.get("strategy", "")),
+            strategy=cfg.strategy if cfg else "",
             served_versions=state.served_versions(),
             weights=state.weights(),
-            champion=cfg.get("champion"),
+            champion=cfg.champion if cfg else None,
             action=action,
             handle={k: v for k, v in state.handle.items() if k != "config_path"},
             **kw,
@@ -467,14 +332,15 @@ class Deployer:
         while progress.watch is not None:
             problem = self.watch(progress.watch)
             progress = self.finish_stage(req, progress.stage, problem)
-        assert progress.result is not None
+        if progress.result is None:  # a Progress holds a watch or a result
+            raise MlopsServiceError(f"Deploy {req.op_id} of {req.model_name} ended without a result.")
         return progress.result
 
     def watch(self, watch: StepWatch) -> str | None:
         """Hold a stage in this process: why it failed, or None when it held."""
         state, _ = self.records.load(self.name)
         deadline = time.monotonic() + watch.hold_seconds
-        with GatewayApi(watch.endpoint, timeout=5.0) as api:
+        with GatewayClient(watch.endpoint, timeout=5.0) as api:
             while True:
                 if state is not None and self._here(state) and not self.backend.alive(state.handle):
                     return (
@@ -514,17 +380,17 @@ class Deployer:
         with self.target.activate():
             client = self.target.client()
             op = state.op
-            same_op = (
-                op is not None and req.op_id is not None and op.id == req.op_id and op.action == "deploy"
-            )
-            if same_op and op.status == "done" and self._alive(state):
+            # An earlier try of this same operation (a retry), if any.
+            prior = op if op is not None and req.op_id is not None and op.id == req.op_id else None
+            prior = prior if prior is not None and prior.action == "deploy" else None
+            if prior is not None and prior.status == "done" and self._alive(state):
                 with self._api(state, admin=True) as api:
-                    if _same_routes(api.get_deployment(), state.config):
+                    if _routing(api) == state.config:
                         log.info("Deploy %s already done by an earlier try: nothing to change.", req.op_id)
                         return Progress(
-                            self._result(state, "deploy", version=new, promoted=op.promoted, reused=True)
+                            self._result(state, "deploy", version=new, promoted=prior.promoted, reused=True)
                         )
-            if same_op and op.status == "rolled_back":
+            if prior is not None and prior.status == "rolled_back":
                 raise RolledBackError(
                     f"Deploy {req.op_id} of {req.model_name} version {new} was rolled back by an earlier try; "
                     "a retry does not put it back in traffic: fix the model and deploy it in a new run."
@@ -538,9 +404,9 @@ class Deployer:
                 )
             if state.handle and self._process_alive(state):
                 self._token()  # a gateway this worker cannot drive: fail before anything changes
-            if same_op and op.status == "in_progress":
+            if prior is not None and prior.status == "in_progress":
                 # An interrupted try: start again from what it saw, not from its half-done changes.
-                expected, previous = op.expected_champion, op.previous_config
+                expected, previous = prior.expected_champion, prior.previous_config
             else:
                 expected = alias_version(client, req.model_name, CHAMPION)
                 previous = state.config if state.config else None
@@ -553,11 +419,11 @@ class Deployer:
                     previous = state.previous_config
                 if previous is None and self.backend.kind == "external":
                     previous = self._external_routing(state)
-            serving_champion = (previous or {}).get("champion") or expected
+            serving_champion = (previous.champion if previous else None) or expected
             if (
                 req.strategy == "replace"
                 and expected == new
-                and _same_routes(previous, single_config(req.model_name, new))
+                and previous == alone(req.model_name, new)
                 and self._alive(state)
             ):
                 log.info(
@@ -565,7 +431,7 @@ class Deployer:
                 )
                 return Progress(self._result(state, "deploy", version=new, promoted=True, reused=True))
             stages, _promotes = plan_stages(req, serving_champion)
-            state.op = Operation(
+            state.op = op = Operation(
                 id=req.op_id, action="deploy", version=new, strategy=req.strategy, promote=req.promote,
                 expected_champion=expected, previous_config=previous, stage=-1,
                 lease_until=self._lease(2 * self.ready_timeout), host=this_host(),
@@ -578,7 +444,7 @@ class Deployer:
                     records = input_example_records(req.model_name, new)
                     report = validate_version(
                         self.backend.validation_backend(),
-                        self._spec(state, single_config(req.model_name, new), secrets.token_urlsafe(16)),
+                        self._spec(state, alone(req.model_name, new), secrets.token_urlsafe(16)),
                         new,
                         records,
                         latency_budget_ms=req.latency_budget_ms,
@@ -586,7 +452,7 @@ class Deployer:
                         ready_timeout=self.ready_timeout,
                     )
                 except (MlopsServiceError, MlopsInputError):
-                    state.op.status = "failed_validation"
+                    op.status = "failed_validation"
                     self._save(state)
                     raise
                 for k, v in {
@@ -594,59 +460,56 @@ class Deployer:
                     "mlops.deploy.p95_ms": report.p95_ms,
                 }.items():
                     client.set_model_version_tag(req.model_name, new, k, str(v))
-                state.op.validation = report.to_dict()
+                op.validation = report.to_dict()
 
             try:
                 # A gateway that died since the last deploy comes back with the last good routing first.
                 if previous is not None and not self._process_alive(state):
                     self._apply(state, previous)
             except MlopsServiceError as e:
-                self._rollback_after_failure(state, client, req, previous, str(e))
+                self._rollback_after_failure(state, client, op, str(e), req.actor, req.dag_run)
                 raise RolledBackError(
                     f"Deploy of {req.model_name} version {new} could not restart the gateway: {e}"
                 ) from e
-            return self._enter_stage(state, client, req, stages, 0)
+            return self._enter_stage(state, op, client, req, stages, 0)
 
-    def _external_routing(self, state: DeploymentState) -> dict[str, Any] | None:
+    def _external_routing(self, state: DeploymentState) -> DeploymentConfig | None:
         """What an external gateway serves before our first deploy (restored if that deploy fails)."""
         url = getattr(self.backend, "url", None)
         if not url:
             return None
-        with GatewayApi(url, self._token(), timeout=10.0) as api:
-            if not api.ok("/health"):
-                return None
-            served = api.get_deployment()
-        return served if served and served.get("routes") else None
+        with GatewayClient(url, self._token(), timeout=10.0) as api:
+            return _routing(api) if api.ok("/health") else None
 
     def _enter_stage(
-        self, state: DeploymentState, client: Any, req: DeployRequest, stages: list[Stage], index: int
-    ) -> Progress:
+        self, state: DeploymentState, op: Operation, client: Any, req: DeployRequest, stages: list[Stage],
+        index: int,
+    ) -> Progress:  # fmt: skip
         """Apply stage ``index`` and return what to watch (or finish when it holds for no time)."""
-        assert state.op is not None
         stage = stages[index]
         new = str(req.version)
         try:
-            log.info("Routing %s: %s", self.name, stage.config)
-            state.op.stage = index
-            state.op.lease_until = self._lease(stage.hold_seconds)
+            log.info("Routing %s: %s", self.name, stage.config.to_dict())
+            op.stage = index
+            op.lease_until = self._lease(stage.hold_seconds)
             self._apply(state, stage.config)
             with self._api(state) as api:
                 baseline = api.request_counts(req.model_name).get(new, {})
         except StateConflictError:
             raise
         except MlopsServiceError as e:
-            return self._fail(state, client, req, str(e))
+            return self._fail(state, op, client, req, str(e))
         watch = StepWatch(
             endpoint=state.endpoint or "", model_name=req.model_name, version=new,
             hold_seconds=stage.hold_seconds, max_error_rate=req.max_error_rate,
             min_requests=req.min_requests, baseline=baseline, poll_seconds=self.poll_seconds,
-            previous_config=state.op.previous_config,
+            previous_config=op.previous_config,
         )  # fmt: skip
         return Progress(watch=watch, stage=index)
 
     def _replan(self, req: DeployRequest, op: Operation) -> tuple[list[Stage], bool]:
-        serving_champion = (op.previous_config or {}).get("champion") or op.expected_champion
-        return plan_stages(req, serving_champion)
+        serving = op.previous_config.champion if op.previous_config else None
+        return plan_stages(req, serving or op.expected_champion)
 
     def finish_stage(self, req: DeployRequest, index: int, problem: str | None) -> Progress:
         """Judge held stage ``index`` (``problem``: why its watch failed, None when it held); roll back
@@ -680,14 +543,14 @@ class Deployer:
                 except MlopsServiceError as e:
                     problem = str(e)
             if problem is not None:
-                return self._fail(state, client, req, problem)
+                return self._fail(state, op, client, req, problem)
             if index + 1 < len(stages):
-                return self._enter_stage(state, client, req, stages, index + 1)
+                return self._enter_stage(state, op, client, req, stages, index + 1)
             if promotes:
                 try:
                     compare_and_set_alias(client, req.model_name, CHAMPION, new, op.expected_champion)
                 except AliasConflictError as e:
-                    self._rollback_after_failure(state, client, req, op.previous_config, str(e))
+                    self._rollback_after_failure(state, client, op, str(e), req.actor, req.dag_run)
                     raise
             ledger.record(
                 client,
@@ -715,17 +578,17 @@ class Deployer:
 
     def _check_routing(self, state: DeploymentState, stage: Stage) -> str | None:
         with self._api(state, admin=True) as api:
-            served = api.get_deployment() or {}
-        got = {str(r["version"]) for r in served.get("routes", [])}
-        want = {str(r["version"]) for r in stage.config["routes"]}
+            served = _routing(api)
+        got, want = set(served.versions if served else []), set(stage.config.versions)
         if got != want:
             return f"the gateway routes {sorted(got)}, not {sorted(want)}: someone changed it"
         return None
 
-    def _fail(self, state: DeploymentState, client: Any, req: DeployRequest, reason: str) -> Progress:
-        assert state.op is not None
-        previous = state.op.previous_config
-        self._rollback_after_failure(state, client, req, previous, reason)
+    def _fail(
+        self, state: DeploymentState, op: Operation, client: Any, req: DeployRequest, reason: str
+    ) -> Progress:
+        previous = op.previous_config
+        self._rollback_after_failure(state, client, op, reason, req.actor, req.dag_run)
         raise RolledBackError(
             f"Deploy of {req.model_name} version {req.version} ({req.strategy}) failed a health check and "
             f"was rolled back to {_describe(previous)}: {reason}. Fix the cause (the gateway log, the version's "
@@ -733,29 +596,31 @@ class Deployer:
         )
 
     def _rollback_after_failure(
-        self, state: DeploymentState, client: Any, req: DeployRequest, previous: dict | None, reason: str
-    ) -> None:
-        log.error("Deploy of %s version %s failed (%s): rolling back.", req.model_name, req.version, reason)
+        self, state: DeploymentState, client: Any, op: Operation, reason: str, actor: str | None,
+        dag_run: str | None,
+    ) -> None:  # fmt: skip
+        """Restore the routing from before deploy ``op`` and record the automatic rollback."""
+        model = state.model_name
+        log.error("Deploy of %s version %s failed (%s): rolling back.", model, op.version, reason)
         try:
-            self._restore(state, previous)
+            self._restore(state, op.previous_config)
         finally:
             ledger.record(
                 client,
-                req.model_name,
+                model,
                 ledger.LedgerEntry(
                     action="rollback_auto",
-                    version=str(req.version),
-                    from_version=alias_version(client, req.model_name, CHAMPION),
-                    strategy=req.strategy,
-                    actor=req.actor or ledger._user(),
-                    dag_run=req.dag_run,
+                    version=str(op.version),
+                    from_version=alias_version(client, model, CHAMPION),
+                    strategy=op.strategy or "",
+                    actor=actor or ledger._user(),
+                    dag_run=dag_run,
                     endpoint=state.endpoint,
                     reason=reason[:300],
                 ),  # fmt: skip
             )
-            if state.op is not None:
-                state.op.status, state.op.lease_until = "rolled_back", 0.0
-            state.add_history(op=req.op_id, action="deploy", version=str(req.version), status="rolled_back")
+            op.status, op.lease_until = "rolled_back", 0.0
+            state.add_history(op=op.id, action="deploy", version=str(op.version), status="rolled_back")
             self._save(state)
 
     def abort(self, op_id: str | None, reason: str = "the task was killed") -> bool:
@@ -769,14 +634,10 @@ class Deployer:
         if state is None or op is None or op.id != op_id or op.status != "in_progress":
             return False
         with self.target.activate():
-            client = self.target.client()
-            req = DeployRequest(
-                state.model_name, op.version or "0", strategy=op.strategy or "replace", op_id=op_id
-            )
-            self._rollback_after_failure(state, client, req, op.previous_config, reason)
+            self._rollback_after_failure(state, self.target.client(), op, reason, None, None)
         return True
 
-    def restore_routing(self, endpoint: str, config: dict[str, Any] | None) -> bool:
+    def restore_routing(self, endpoint: str, config: DeploymentConfig | None) -> bool:
         """Put ``config`` back on the gateway at ``endpoint`` through its HTTP API only (no MLflow, no
         state of record): what ``on_kill`` does when MLflow cannot be used in the killed process. The
         state keeps the interrupted operation, whose lease runs out.
@@ -785,7 +646,7 @@ class Deployer:
         """
         if not config:
             return False
-        with GatewayApi(endpoint, self._token()) as api:
+        with GatewayClient(endpoint, self._token()) as api:
             api.put_deployment(config, timeout=30.0)
         return True
 
@@ -854,8 +715,8 @@ class Deployer:
                 expected_now = alias_version(client, model_name, CHAMPION)
                 promoted = op is not None and op.action == "deploy" and op.promoted
                 restore_champion = state.previous_champion if promoted else expected_now
-                state.op = Operation(
-                    id=op_id, action="rollback", version=(previous or {}).get("champion"),
+                op = state.op = Operation(
+                    id=op_id, action="rollback", version=previous.champion if previous else None,
                     expected_champion=expected_now, previous_config=previous, restore_champion=restore_champion,
                     rolled_back=op.version if op is not None and op.action == "deploy" else None,
                     lease_until=self._lease(0), host=this_host(),
@@ -868,9 +729,8 @@ class Deployer:
                         client.delete_registered_model_alias(model_name, CHAMPION)
                 else:
                     compare_and_set_alias(client, model_name, CHAMPION, restore_champion, expected_now)
-            restored = (previous or {}).get("champion")
-            assert state.op is not None
-            rolled_back = state.op.rolled_back
+            restored = previous.champion if previous else None
+            rolled_back = op.rolled_back
             # A first model's held canary restores nothing: the entry names the version rolled back.
             ledger.record(
                 client,
@@ -881,7 +741,7 @@ class Deployer:
                     rolled_back=rolled_back,
                     serving="none" if restored is None else str(restored),
                     from_version=expected_now,
-                    strategy=str((previous or {}).get("strategy")),
+                    strategy=str(previous.strategy if previous else None),
                     actor=actor or ledger._user(),
                     dag_run=dag_run,
                     endpoint=state.endpoint,
@@ -889,7 +749,7 @@ class Deployer:
                 ),  # fmt: skip
             )
             state.previous_config, state.previous_champion = None, None
-            state.op.status, state.op.lease_until = "done", 0.0
+            op.status, op.lease_until = "done", 0.0
             state.add_history(op=op_id, action="rollback", version=restored, status="done")
             self._save(state)
             return self._result(state, "rollback", version=None if restored is None else str(restored))
@@ -928,32 +788,24 @@ def _check_version_exists(client: Any, model_name: str, version: str) -> None:
         ) from None
 
 
-def _same_routes(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
-    def key(c: dict[str, Any] | None) -> Any:
-        c = c or {}
-        routes = sorted(
-            (str(r["version"]), round(float(r.get("weight", 1.0)), 6)) for r in c.get("routes", [])
-        )
-        return c.get("strategy"), routes, str(c.get("champion"))
-
-    return key(a) == key(b)
+def _routing(api: GatewayClient) -> DeploymentConfig | None:
+    """What the gateway routes now (None: nothing)."""
+    served = api.get_deployment()
+    return DeploymentConfig.parse(served) if served and served.get("routes") else None
 
 
-def _describe(config: dict[str, Any] | None) -> str:
+def _describe(config: DeploymentConfig | None) -> str:
     if not config:
         return "no gateway (it was the first deploy)"
-    return f"{config.get('strategy')} routing of versions {[r['version'] for r in config.get('routes', [])]}"
+    return f"{config.strategy} routing of versions {config.versions}"
 
 
 __all__ = [
     "Deployer",
     "DeploymentBusyError",
-    "DeployRequest",
     "DeployResult",
     "Progress",
     "RolledBackError",
-    "STRATEGIES",
     "StateConflictError",
     "StepWatch",
-    "plan_stages",
 ]

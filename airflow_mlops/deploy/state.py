@@ -27,15 +27,16 @@ import secrets
 import socket
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.core.errors import MlopsInputError, MlopsServiceError
-from airflow_mlops.serving.client import ADMIN_TOKEN_ENV as ADMIN_TOKEN_ENV
+from airflow_mlops.serving.config import DeploymentConfig
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+    from mlflow.entities import Experiment
 
     from airflow_mlops.core.tracking import MlflowTarget
 
@@ -109,7 +110,7 @@ class Operation:
     promote: bool = True
     promoted: bool = False
     expected_champion: str | None = None
-    previous_config: dict[str, Any] | None = None
+    previous_config: DeploymentConfig | None = None
     restore_champion: str | None = None
     rolled_back: str | None = None
     stage: int = 0
@@ -155,8 +156,8 @@ class DeploymentState:
     port: int | None = None
     endpoint: str | None = None
     handle: dict[str, Any] = field(default_factory=dict)
-    config: dict[str, Any] | None = None
-    previous_config: dict[str, Any] | None = None
+    config: DeploymentConfig | None = None
+    previous_config: DeploymentConfig | None = None
     previous_champion: str | None = None
     op: Operation | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -165,11 +166,11 @@ class DeploymentState:
 
     def served_versions(self) -> list[str]:
         """Versions with a route in the current config."""
-        return [str(r["version"]) for r in (self.config or {}).get("routes", [])]
+        return self.config.versions if self.config else []
 
     def weights(self) -> dict[str, float]:
         """``{version: weight}`` of the current config."""
-        return {str(r["version"]): float(r.get("weight", 1.0)) for r in (self.config or {}).get("routes", [])}
+        return {r.version: r.weight for r in self.config.routes} if self.config else {}
 
     def add_history(self, **entry: Any) -> None:
         """Append an entry (time added), keeping the last ``MAX_HISTORY`` (the ledger keeps all)."""
@@ -177,19 +178,32 @@ class DeploymentState:
         del self.history[: -self.MAX_HISTORY]
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON form of the record."""
-        return asdict(self)
+        """The JSON form of the record (configs as the gateway's JSON)."""
+        out = {k: _json(v) for k, v in vars(self).items()}
+        if self.op is not None:
+            out["op"] = {k: _json(v) for k, v in vars(self.op).items()}
+        return out
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> DeploymentState:
         """Read the JSON form; unknown keys (from newer versions) are ignored."""
-        known = set(cls.__dataclass_fields__)
-        data = {k: v for k, v in raw.items() if k in known}
-        op = data.get("op")
-        if isinstance(op, dict):
-            op_known = set(Operation.__dataclass_fields__)
-            data["op"] = Operation(**{k: v for k, v in op.items() if k in op_known})
+        data = _typed(cls, raw)
+        if isinstance(data.get("op"), dict):
+            data["op"] = Operation(**_typed(Operation, data["op"]))
         return cls(**data)
+
+
+def _json(value: Any) -> Any:
+    return value.to_dict() if isinstance(value, DeploymentConfig) else value
+
+
+def _typed(cls: type, raw: dict[str, Any]) -> dict[str, Any]:
+    """The known fields of ``cls`` in ``raw``, configs parsed."""
+    data = {k: v for k, v in raw.items() if k in cls.__dataclass_fields__}  # type: ignore[attr-defined]
+    for key in ("config", "previous_config"):
+        if isinstance(data.get(key), dict):
+            data[key] = DeploymentConfig.parse(data[key])
+    return data
 
 
 class CasRecord:
@@ -241,7 +255,7 @@ class CasRecord:
             try:
                 exp_id = self.client.create_experiment(STATE_EXPERIMENT, self.artifact_location)
             except MlflowException:  # created by another writer meanwhile
-                exp_id = self.client.get_experiment_by_name(STATE_EXPERIMENT).experiment_id
+                exp_id = self._experiment(STATE_EXPERIMENT).experiment_id
         else:
             exp_id = exp.experiment_id
         run = self.client.create_run(
@@ -255,7 +269,7 @@ class CasRecord:
                 self._anchor, self.artifact_location, tags={"mlops.run_id": run.info.run_id}
             )
             if self._gen > 0:  # readers start here next time instead of walking every full run
-                first = self.client.get_experiment_by_name(f"{STATE_EXPERIMENT}/{self.kind}/{self.key}")
+                first = self._experiment(f"{STATE_EXPERIMENT}/{self.kind}/{self.key}")
                 self.client.set_experiment_tag(
                     first.experiment_id, "mlops.latest_generation", f"{self._gen} {self._base}"
                 )
@@ -266,6 +280,15 @@ class CasRecord:
             if winner is None:
                 raise
             return winner
+
+    def _experiment(self, name: str) -> Experiment:
+        """An experiment that must exist (this writer or another one created it)."""
+        exp = self.client.get_experiment_by_name(name)
+        if exp is None:
+            raise MlopsServiceError(
+                f"MLflow lost the experiment {name!r} while the {self.kind} record was written."
+            )
+        return exp
 
     def _params(self) -> dict[str, str]:
         run_id = self.run_id(create=False)
@@ -370,7 +393,7 @@ class CasRecord:
         nonce = uuid.uuid4().hex
         params = [Param(f"rev.{rev}", f"{nonce} {len(chunks)}")]
         params += [Param(f"state.{rev}.{i}", c) for i, c in enumerate(chunks)]
-        run_id = self.run_id()
+        run_id = self.run_id() or self._create_run()
         last_error: Exception | None = None
         for _attempt in range(3):
             try:

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.core.errors import MlopsInputError, MlopsServiceError
-from airflow_mlops.deploy.gateway_api import GatewayApi
+from airflow_mlops.deploy.plan import alone
+from airflow_mlops.serving.client import GatewayClient
 
 if TYPE_CHECKING:
     from airflow_mlops.deploy.backends import GatewayBackend, GatewaySpec
@@ -116,16 +117,10 @@ def validate_version(
 
     if requests < 1 or latency_budget_ms <= 0:
         raise MlopsInputError("Infra validation needs requests >= 1 and a positive latency budget (ms).")
-    model_name = spec.config["model_name"]
-    config = {
-        "model_name": model_name,
-        "strategy": "single",
-        "routes": [{"version": version, "weight": 1.0}],
-        "champion": version,
-    }
+    model_name = spec.config.model_name
     probe = replace(
         spec,
-        config=config,
+        config=alone(model_name, version),
         port=None,
         name=f"{spec.name}-validate",
         log_dir=spec.workdir / "validation-predictions",  # keeps probe rows out of the drift window
@@ -139,7 +134,7 @@ def validate_version(
             f"{model_name} version {version} failed infra validation: the gateway did not load it. {e}"
         ) from None
     load_seconds = time.monotonic() - started
-    api = GatewayApi(handle["endpoint"], probe.admin_token, timeout=30)  # one pooled connection
+    api = GatewayClient(handle["endpoint"], probe.admin_token, timeout=30)  # one pooled connection
     try:
         try:
             first = api.predict(records)  # warm-up: first-call costs are not the steady latency
@@ -159,7 +154,7 @@ def validate_version(
                 f"Infra validation of {model_name} version {version} was answered by version "
                 f"{first.get('model_version')}: the gateway routed wrongly."
             )
-        latencies = []
+        latencies: list[float] = []
         for _ in range(requests):
             t0 = time.perf_counter()
             api.predict(records)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -10,21 +10,37 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, conf
 
 from airflow_mlops.core.errors import MlopsServiceError
-from airflow_mlops.deploy.rollout import DeployRequest
+from airflow_mlops.deploy.plan import DeployRequest
 from airflow_mlops.hooks.mlflow import MlflowHook
+from airflow_mlops.links.gateway import GatewayMetricsLink
+from airflow_mlops.links.mlflow import MlflowModelVersionLink
+from airflow_mlops.links.publish import deploy_links
 from airflow_mlops.serving.client import ADMIN_TOKEN_ENV, FEEDBACK_TOKEN_ENV
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_mlops.deploy.backends import GatewayBackend
-    from airflow_mlops.deploy.rollout import Deployer, Progress
+    from airflow_mlops.deploy.rollout import Deployer, DeployResult, Progress
 
 ACTIONS = ("deploy", "rollback")
 BACKENDS = ("local", "docker", "external")
 GATEWAY_URL_ENV = "MLOPS_GATEWAY_URL"
-# The request's defaults are the operator's: one place to change them.
-_DEFAULTS = DeployRequest("", "0")
+# The rollout options passed on to DeployRequest, each read as its type; left None (or ""): the
+# request's own default, so the defaults live in one place.
+_REQUEST_OPTIONS: dict[str, Callable[[Any], Any]] = {
+    "strategy": str,
+    "canary_steps": lambda steps: tuple(float(s) for s in steps),
+    "step_seconds": float,
+    "settle_seconds": float,
+    "ab_weight": float,
+    "sticky_key": str,
+    "max_error_rate": float,
+    "min_requests": int,
+    "validate": bool,
+    "promote": bool,
+    "latency_budget_ms": float,
+}
 # No trigger event comes sooner than this after a deferral. Airflow's scheduler fails a resumed task when
 # the executor's "success" of the deferring process is drained after the task resumed (queued or
 # running again): apache/airflow#72716, #71580 (open in 3.3). A short canary step (the examples hold
@@ -61,6 +77,9 @@ class DeployOperator(BaseOperator):
 
     Returns (XCom) ``endpoint``, ``served_versions``, ``weights``, ``champion``, ``strategy``,
     ``promoted``, ``version`` and the validation report. No token is ever logged or pushed.
+
+    The rollout options (``strategy`` to ``latency_budget_ms``) left None take the defaults of
+    :class:`~airflow_mlops.deploy.plan.DeployRequest` (``replace``; canary steps 0.1, 0.5 held 30 s each).
 
     :param model_name: registered model name.
     :param version: the model version to deploy (or give ``alias``).
@@ -129,6 +148,7 @@ class DeployOperator(BaseOperator):
         "gateway_url",
     )
     ui_color = "#c6e5ff"
+    operator_extra_links = (MlflowModelVersionLink(), GatewayMetricsLink())
 
     def __init__(
         self,
@@ -137,19 +157,19 @@ class DeployOperator(BaseOperator):
         version: str | int | None = None,
         alias: str | None = None,
         action: str = "deploy",
-        strategy: str = _DEFAULTS.strategy,
+        strategy: str | None = None,
         backend: str = "local",
         deployment_name: str | None = None,
-        canary_steps: Sequence[float] = _DEFAULTS.canary_steps,
-        step_seconds: float = _DEFAULTS.step_seconds,
-        settle_seconds: float = _DEFAULTS.settle_seconds,
-        ab_weight: float = _DEFAULTS.ab_weight,
-        sticky_key: str | None = _DEFAULTS.sticky_key,
-        max_error_rate: float = _DEFAULTS.max_error_rate,
-        min_requests: int = _DEFAULTS.min_requests,
-        validate: bool = _DEFAULTS.validate,
-        promote: bool = _DEFAULTS.promote,
-        latency_budget_ms: float = _DEFAULTS.latency_budget_ms,
+        canary_steps: Sequence[float] | None = None,
+        step_seconds: float | None = None,
+        settle_seconds: float | None = None,
+        ab_weight: float | None = None,
+        sticky_key: str | None = None,
+        max_error_rate: float | None = None,
+        min_requests: int | None = None,
+        validate: bool | None = None,
+        promote: bool | None = None,
+        latency_budget_ms: float | None = None,
         port: int | None = None,
         state_dir: str | None = None,
         log_dir: str | None = None,
@@ -225,7 +245,9 @@ class DeployOperator(BaseOperator):
             raise MlopsInputError("Give either `version` or `alias`, not both.")
 
     def _gateway_conn(self) -> Any:
-        return self.get_connection(self.gateway_conn_id) if self.gateway_conn_id else None
+        from airflow.sdk import BaseHook
+
+        return BaseHook.get_connection(self.gateway_conn_id) if self.gateway_conn_id else None
 
     def _tokens(self) -> tuple[str | None, str | None]:
         """Admin and feedback tokens: the argument, else the gateway connection (password / extra
@@ -247,12 +269,12 @@ class DeployOperator(BaseOperator):
         import os
 
         from airflow_mlops.core.errors import MlopsInputError
+        from airflow_mlops.hooks._conn import conn_url
 
         url = self.gateway_url or None
         conn = self._gateway_conn()
         if not url and conn is not None and conn.host:
-            host = conn.host if "://" in conn.host else f"{conn.schema or 'http'}://{conn.host}"
-            url = f"{host.rstrip('/')}:{conn.port}" if conn.port else host
+            url = conn_url(conn, "the gateway's base URL, such as http://gateway:8080")
         url = url or os.environ.get(GATEWAY_URL_ENV)
         if not url:
             raise MlopsInputError(
@@ -322,24 +344,9 @@ class DeployOperator(BaseOperator):
 
     def _request(self, context: Context, version: str) -> DeployRequest:
         op_id, dag_run, actor = self._ids(context)
-        return DeployRequest(
-            model_name=self.model_name,
-            version=version,
-            strategy=self.strategy,
-            canary_steps=tuple(float(s) for s in self.canary_steps),
-            step_seconds=float(self.step_seconds),
-            settle_seconds=float(self.settle_seconds),
-            ab_weight=float(self.ab_weight),
-            sticky_key=self.sticky_key or None,
-            max_error_rate=float(self.max_error_rate),
-            min_requests=int(self.min_requests),
-            validate=bool(self.validate),
-            latency_budget_ms=float(self.latency_budget_ms),
-            promote=bool(self.promote),
-            op_id=op_id,
-            actor=actor,
-            dag_run=dag_run,
-        )
+        given = {name: getattr(self, name) for name in _REQUEST_OPTIONS}
+        options = {k: _REQUEST_OPTIONS[k](v) for k, v in given.items() if v is not None and v != ""}
+        return DeployRequest(self.model_name, version, op_id=op_id, actor=actor, dag_run=dag_run, **options)
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Deploy or roll back; return the deployment's endpoint, versions and weights."""
@@ -375,7 +382,10 @@ class DeployOperator(BaseOperator):
         if progress.result is not None:
             return {**self._done(progress.result), "deferred_stages": deferred}
         w = progress.watch
-        assert w is not None
+        if w is None:  # a Progress holds a result or a stage to watch
+            raise MlopsServiceError(
+                f"Deploy {self._op_id} stopped with neither a result nor a stage to watch."
+            )
         now = time.time()
         self.defer(
             trigger=DeployStepTrigger(
@@ -396,7 +406,10 @@ class DeployOperator(BaseOperator):
                 "stage": progress.stage,
                 "deferred": deferred + 1,
                 # What on_kill puts back when the resumed task is killed before MLflow could be used.
-                "restore": {"endpoint": w.endpoint, "config": w.previous_config},
+                "restore": {
+                    "endpoint": w.endpoint,
+                    "config": w.previous_config.to_dict() if w.previous_config else None,
+                },
             },  # fmt: skip
             timeout=timedelta(seconds=max(w.hold_seconds, float(self.min_defer_seconds)) + 600),
         )
@@ -443,6 +456,7 @@ class DeployOperator(BaseOperator):
         if self._op_id is None or self.action != "deploy":
             return
         from airflow_mlops.core.redact import redact
+        from airflow_mlops.serving.config import DeploymentConfig
 
         try:
             if _imported("mlflow"):
@@ -452,9 +466,8 @@ class DeployOperator(BaseOperator):
                     )
                 return
             plan = self._restore or {}
-            if plan.get("endpoint") and self._deployer().restore_routing(
-                plan["endpoint"], plan.get("config")
-            ):
+            config = DeploymentConfig.parse(plan["config"]) if plan.get("config") else None
+            if plan.get("endpoint") and self._deployer().restore_routing(plan["endpoint"], config):
                 self.log.warning(
                     "Deploy %s interrupted before MLflow was loaded: the routing from before it was put "
                     "back on the gateway; the deployment's state keeps the operation until its lease ends.",
@@ -469,8 +482,9 @@ class DeployOperator(BaseOperator):
         except Exception as e:  # noqa: BLE001 - on_kill must not raise; the state keeps the lease
             self.log.error("Could not restore the routing after the kill: %s", redact(e))
 
-    def _done(self, result: Any) -> dict[str, Any]:
+    def _done(self, result: DeployResult) -> dict[str, Any]:
         out = result.to_dict()
+        deploy_links(self.hook.target, out)
         self.log.info(
             "%s of %s: %s serves %s with weights %s (champion %s)",
             self.action, self.model_name, out["endpoint"], out["served_versions"], out["weights"],

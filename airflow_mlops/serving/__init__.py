@@ -1,5 +1,5 @@
 """The model gateway: serves MLflow-registered scikit-learn models over HTTP with progressive
-delivery (single, canary, shadow, A/B, bandit), live quality metrics, and a prediction log.
+delivery (replace, canary, shadow, A/B, bandit), live quality metrics, and a prediction log.
 
 Run it with ``python -m airflow_mlops.serving``; talk to it with :class:`GatewayClient`. This package
 never imports Airflow.

@@ -22,7 +22,9 @@ from typing import Any
 
 from airflow_mlops.core.errors import MlopsInputError
 
-STRATEGIES = ("single", "canary", "shadow", "ab", "bandit")
+STRATEGIES = ("replace", "canary", "shadow", "ab", "bandit")
+# The name "replace" (one version takes all traffic) had a second name in gateway configs: still read.
+_STRATEGY_ALIASES = {"single": "replace"}
 _KEYS = {"model_name", "strategy", "routes", "champion", "sticky_key"}
 _ROUTE_KEYS = {"version", "weight"}
 # Weights are floats typed by people: a sum within this of 1 is taken as 1.
@@ -51,7 +53,8 @@ class DeploymentConfig:
     """Models and routing of one gateway.
 
     :param model_name: registered model name.
-    :param strategy: ``single``, ``canary``, ``shadow``, ``ab`` or ``bandit``.
+    :param strategy: ``replace`` (one version serves; ``single`` is read as it), ``canary``, ``shadow``,
+        ``ab`` or ``bandit``.
     :param routes: the versions that serve, with weights.
     :param champion: the version that answers in ``shadow`` mode and the reference elsewhere
         (default: the first route).
@@ -128,7 +131,8 @@ class DeploymentConfig:
         name = raw.get("model_name")
         if not isinstance(name, str) or not name.strip():
             raise MlopsInputError("The deployment config needs `model_name`: the registered model's name.")
-        strategy = raw.get("strategy", "single")
+        strategy = raw.get("strategy", "replace")
+        strategy = _STRATEGY_ALIASES.get(strategy, strategy)
         if strategy not in STRATEGIES:
             raise MlopsInputError(f"Unknown strategy {strategy!r}: use one of {list(STRATEGIES)}.")
         routes = _parse_routes(raw.get("routes"), strategy)
@@ -153,9 +157,9 @@ def _parse_routes(raw: Any, strategy: str) -> list[Route]:
         raise MlopsInputError(
             'The deployment config needs `routes`: a non-empty list like [{"version": "3", "weight": 1.0}].'
         )
-    if strategy == "single" and len(raw) != 1:
+    if strategy == "replace" and len(raw) != 1:
         raise MlopsInputError(
-            f"Strategy 'single' takes exactly one route, got {len(raw)}: use 'canary' to split traffic."
+            f"Strategy 'replace' takes exactly one route, got {len(raw)}: use 'canary' to split traffic."
         )
     routes: list[Route] = []
     for i, item in enumerate(raw):

@@ -117,7 +117,8 @@ class DeployStepTrigger(BaseTrigger):
         """The stage's event: failed at the first unhealthy check, else judged on its error rate."""
         import httpx
 
-        from airflow_mlops.deploy.gateway_api import error_rate_problem, request_counts
+        from airflow_mlops.deploy.plan import error_rate_problem
+        from airflow_mlops.serving.client import request_counts
 
         try:
             timeout = httpx.Timeout(self.request_timeout, connect=min(3.0, self.request_timeout))

@@ -30,9 +30,10 @@ from airflow_mlops.core.registry import CHAMPION, alias_version
 from airflow_mlops.core.tracking import MlflowTarget
 from airflow_mlops.deploy import ledger
 from airflow_mlops.deploy.backends import ExternalBackend, LocalBackend
-from airflow_mlops.deploy.gateway_api import GatewayApi
-from airflow_mlops.deploy.rollout import Deployer, DeployRequest, RolledBackError
+from airflow_mlops.deploy.plan import DeployRequest
+from airflow_mlops.deploy.rollout import Deployer, RolledBackError
 from airflow_mlops.deploy.state import DeploymentBusyError, Operation, StateStore
+from airflow_mlops.serving.client import GatewayClient
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -65,7 +66,7 @@ class World:
 
     def snapshot(self) -> dict[str, Any]:
         client = MlflowTarget(self.uri).client()
-        with GatewayApi(self.endpoint, TOKEN) as api:
+        with GatewayClient(self.endpoint, TOKEN) as api:
             routing = api.get_deployment()
         tags = {
             k: v for k, v in client.get_model_version(self.model, "2").tags.items() if k.startswith("mlops.")
@@ -166,7 +167,7 @@ def _gateway_dies_mid_canary(w: World) -> Any:
     pid = dep.status()["handle"]["pid"]
 
     def kill_when_canary() -> None:
-        with GatewayApi(w.endpoint, TOKEN) as api:
+        with GatewayClient(w.endpoint, TOKEN) as api:
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
                 try:

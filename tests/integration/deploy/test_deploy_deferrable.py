@@ -13,7 +13,7 @@ import pytest
 from airflow_mlops.core.registry import CHAMPION, alias_version
 from airflow_mlops.core.tracking import MlflowTarget
 from airflow_mlops.deploy import ledger
-from airflow_mlops.deploy.gateway_api import GatewayApi
+from airflow_mlops.serving.client import GatewayClient
 from tests.conftest import run_dag
 
 pytestmark = pytest.mark.timeout(600)
@@ -50,7 +50,7 @@ def test_canary_steps_wait_in_the_trigger_then_promote(
     assert out["deferred_stages"] == 3
     assert out["served_versions"] == [v2] and out["promoted"] and out["champion"] == v2
     assert alias_version(mlflow_client, model_name, CHAMPION) == v2
-    with GatewayApi(out["endpoint"]) as api:
+    with GatewayClient(out["endpoint"]) as api:
         assert api.predict(records[0])["model_version"] == v2
     assert [h["action"] for h in ledger.read_history(mlflow_client, model_name)] == ["promote", "promote"]
 
@@ -84,9 +84,12 @@ def test_gateway_killed_during_a_deferred_step_is_rolled_back(
     killer.join()
     assert dr.state == "failed"
     state, _ = records_.load(model_name)
-    assert state.config["routes"] == [{"version": v1, "weight": 1.0}] and state.op.status == "rolled_back"
+    assert (
+        state.config.to_dict()["routes"] == [{"version": v1, "weight": 1.0}]
+        and state.op.status == "rolled_back"
+    )
     assert state.handle["pid"] != first["handle"]["pid"]
-    with GatewayApi(first["endpoint"]) as api:
+    with GatewayClient(first["endpoint"]) as api:
         assert api.predict(records[0])["model_version"] == v1
     assert alias_version(mlflow_client, model_name, CHAMPION) == v1
     entry = ledger.read_history(mlflow_client, model_name)[-1]

@@ -8,7 +8,7 @@ import pytest
 
 from airflow_mlops.core.registry import CHAMPION, alias_version
 from airflow_mlops.deploy import ledger
-from airflow_mlops.deploy.gateway_api import GatewayApi
+from airflow_mlops.serving.client import GatewayClient
 from tests.conftest import load_dag, run_dag
 
 pytestmark = pytest.mark.timeout(600)
@@ -43,13 +43,13 @@ def test_deploy_by_alias_canary_then_rollback_in_dag_runs(
     assert out["served_versions"] == [v1] and out["weights"] == {v1: 1.0} and out["promoted"]
     assert out["endpoint"].startswith("http://127.0.0.1:")
     assert "admin_token" not in str(out)  # the secret stays in the private state file
-    assert GatewayApi(out["endpoint"]).predict(records[0])["model_version"] == v1
+    assert GatewayClient(out["endpoint"]).predict(records[0])["model_version"] == v1
 
     dr = run_dag("test_deploy_model", model_name=model_name, version=v2, strategy="canary",
                  state_dir=teardown_state)  # fmt: skip
     assert dr.state == "success"
     out = _xcom(dr)
-    assert out["served_versions"] == [v2] and out["champion"] == v2 and out["strategy"] == "single"
+    assert out["served_versions"] == [v2] and out["champion"] == v2 and out["strategy"] == "replace"
     assert alias_version(mlflow_client, model_name, CHAMPION) == v2
     entry = ledger.read_history(mlflow_client, model_name)[-1]
     assert (
@@ -61,7 +61,7 @@ def test_deploy_by_alias_canary_then_rollback_in_dag_runs(
     out = _xcom(dr)
     assert out["action"] == "rollback" and out["served_versions"] == [v1]
     assert alias_version(mlflow_client, model_name, CHAMPION) == v1
-    assert GatewayApi(out["endpoint"]).predict(records[0])["model_version"] == v1
+    assert GatewayClient(out["endpoint"]).predict(records[0])["model_version"] == v1
 
 
 def test_bad_arguments_fail_the_task_and_change_nothing(
@@ -122,12 +122,12 @@ def test_external_gateway_gets_its_routing_from_dag_runs(
             assert dr.state == "success"
         out = _xcom(dr)
         assert out["endpoint"] == url and out["served_versions"] == [v2] and out["backend"] == "external"
-        assert GatewayApi(url).predict(records[0])["model_version"] == v2
+        assert GatewayClient(url).predict(records[0])["model_version"] == v2
         assert alias_version(mlflow_client, model_name, CHAMPION) == v2
         dr = run_dag("test_deploy_model", model_name=model_name, action="rollback", backend="external",
                      gateway_url=url, state_dir=teardown_state)  # fmt: skip
         assert dr.state == "success"
-        assert GatewayApi(url).predict(records[0])["model_version"] == v1
+        assert GatewayClient(url).predict(records[0])["model_version"] == v1
         assert proc.poll() is None  # still the same, externally owned process
     finally:
         stop(proc)

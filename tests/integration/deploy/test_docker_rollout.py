@@ -14,8 +14,9 @@ import pytest
 
 from airflow_mlops.core.registry import CHAMPION, alias_version
 from airflow_mlops.deploy import ledger
-from airflow_mlops.deploy.gateway_api import GatewayApi
-from airflow_mlops.deploy.rollout import DeployRequest, RolledBackError
+from airflow_mlops.deploy.plan import DeployRequest
+from airflow_mlops.deploy.rollout import RolledBackError
+from airflow_mlops.serving.client import GatewayClient
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 
@@ -32,7 +33,7 @@ def test_docker_deploy_canary_kill_and_rollback(
     # 1. Deploy v1 (infra validation in a throwaway container first), predict through the container.
     first = dep.deploy(DeployRequest(model_name, v1, op_id="docker-1"))
     assert first.promoted and first.backend == "docker" and first.validation["p95_ms"] < 500
-    api = GatewayApi(first.endpoint)
+    api = GatewayClient(first.endpoint)
     assert {api.predict(records[i])["model_version"] for i in range(5)} == {v1}
     assert api.predict(records)["predictions"] and len(api.predict(records)["predictions"]) == 10
 
@@ -100,6 +101,7 @@ def test_bridge_container_that_cannot_load_fails_clearly_and_leaves_nothing(gate
     from airflow_mlops.core.errors import MlopsServiceError
     from airflow_mlops.deploy.backends import GatewaySpec
     from airflow_mlops.deploy.docker_backend import DockerBackend
+    from airflow_mlops.deploy.plan import alone
 
     backend = DockerBackend(
         image=gateway_image, network_mode="bridge", cpus=0.5, memory="768m",
@@ -107,7 +109,7 @@ def test_bridge_container_that_cannot_load_fails_clearly_and_leaves_nothing(gate
     )  # fmt: skip
     spec = GatewaySpec(
         name="bridge-probe",
-        config={"model_name": "m", "strategy": "single", "routes": [{"version": "1", "weight": 1.0}]},
+        config=alone("m", "1"),
         tracking_uri="http://127.0.0.1:9",  # the container's own loopback: nothing listens there
         admin_token="t",
         workdir=tmp_path,

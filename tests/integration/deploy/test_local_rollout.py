@@ -15,16 +15,18 @@ import pytest
 from airflow_mlops.core.errors import MlopsInputError
 from airflow_mlops.core.registry import CHAMPION, AliasConflictError, alias_version
 from airflow_mlops.deploy import ledger
-from airflow_mlops.deploy.gateway_api import GatewayApi
-from airflow_mlops.deploy.rollout import DeployRequest, RolledBackError
+from airflow_mlops.deploy.plan import DeployRequest
+from airflow_mlops.deploy.rollout import RolledBackError
 from airflow_mlops.deploy.state import Operation
 from airflow_mlops.deploy.validation import InfraValidationError
+from airflow_mlops.serving.client import GatewayClient
+from airflow_mlops.serving.config import DeploymentConfig
 
 pytestmark = pytest.mark.timeout(300)
 
 
 def _served_by(endpoint: str, records: list[dict], n: int = 1) -> set[str]:
-    api = GatewayApi(endpoint)
+    api = GatewayClient(endpoint)
     return {api.predict(records[i % len(records)])["model_version"] for i in range(n)}
 
 
@@ -40,11 +42,11 @@ def test_replace_canary_promote_and_rollback(two_versions, deployers, records, m
 
     # Canary: v2 takes 50 % for a held step, then everything; the champion alias moves at the end.
     seen: list[dict] = []
-    dep.step_check = lambda endpoint, cfg, new: seen.append(cfg)
+    dep.step_check = lambda endpoint, cfg, new: seen.append(cfg.to_dict())
     second = dep.deploy(
         DeployRequest(model_name, v2, strategy="canary", canary_steps=(0.5,), step_seconds=1, op_id="run-2")
     )
-    assert [c["strategy"] for c in seen] == ["canary", "single"]
+    assert [c["strategy"] for c in seen] == ["canary", "replace"]
     assert seen[0]["routes"] == [{"version": v1, "weight": 0.5}, {"version": v2, "weight": 0.5}]
     assert second.promoted and second.served_versions == [v2] and second.champion == v2
     assert second.handle["pid"] == pid and second.endpoint == first.endpoint  # no restart: a hot swap
@@ -109,7 +111,7 @@ def test_comparison_strategies_route_both_and_keep_the_champion(
     assert not out.promoted and out.champion == v1 and out.strategy == strategy
     assert set(out.served_versions) == {v1, v2}
     assert alias_version(mlflow_client, model_name, CHAMPION) == v1
-    api = GatewayApi(out.endpoint)
+    api = GatewayClient(out.endpoint)
     answers = [api.predict(records[i % 10], key=f"user-{i}")["model_version"] for i in range(40)]
     if strategy == "shadow":
         assert set(answers) == {v1}  # the champion answers; the challenger only gets copies
@@ -162,7 +164,7 @@ def test_gateway_killed_during_canary_leaves_the_champion_serving(
 
     t = threading.Thread(target=run)
     t.start()
-    api = GatewayApi(first.endpoint, dep.store.local_token("bc"))
+    api = GatewayClient(first.endpoint, dep.store.local_token("bc"))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and api.get_deployment()["strategy"] != "canary":
         time.sleep(0.2)
@@ -193,7 +195,7 @@ def test_champion_moved_meanwhile_is_not_overwritten(
     (v3,) = register_versions(mlflow_client.tracking_uri, model_name, [{"C": 10.0}])
 
     def someone_else_promotes(endpoint, cfg, new):
-        if cfg["strategy"] == "canary":
+        if cfg.strategy == "canary":
             mlflow_client.set_registered_model_alias(model_name, CHAMPION, v3)
 
     dep.step_check = someone_else_promotes
@@ -216,15 +218,15 @@ def test_retry_of_an_interrupted_deploy_starts_from_what_the_first_try_saw(
     state, rev = dep.records.load("bc")
     half_done = {"model_name": model_name, "strategy": "canary", "champion": v1,
                  "routes": [{"version": v1, "weight": 0.9}, {"version": v2, "weight": 0.1}]}  # fmt: skip
-    GatewayApi(first.endpoint, dep.store.local_token("bc")).put_deployment(half_done)
+    GatewayClient(first.endpoint, dep.store.local_token("bc")).put_deployment(half_done)
     state.op = Operation(id="dag/run/deploy", action="deploy", version=v2, strategy="canary",
                          expected_champion=v1, previous_config=state.config, stage=0,
                          lease_until=time.time() + 600)  # fmt: skip
-    state.config = half_done
+    state.config = DeploymentConfig.parse(half_done)
     dep.records.save(state, "bc", rev)
 
     seen: list[dict] = []
-    dep.step_check = lambda endpoint, cfg, new: seen.append(cfg)
+    dep.step_check = lambda endpoint, cfg, new: seen.append(cfg.to_dict())
     out = dep.deploy(DeployRequest(model_name, v2, strategy="canary", canary_steps=(0.5,), step_seconds=0.5,
                                    validate=False, op_id="dag/run/deploy"))  # fmt: skip
     assert seen[0]["routes"] == [{"version": v1, "weight": 0.5}, {"version": v2, "weight": 0.5}]
@@ -232,7 +234,7 @@ def test_retry_of_an_interrupted_deploy_starts_from_what_the_first_try_saw(
     assert alias_version(mlflow_client, model_name, CHAMPION) == v2
     # Rollback goes to the routing from before the interrupted try, not to its half-done canary.
     back = dep.rollback(model_name)
-    assert back.served_versions == [v1] and back.strategy == "single"
+    assert back.served_versions == [v1] and back.strategy == "replace"
     assert _served_by(back.endpoint, records, 3) == {v1}
 
 

@@ -18,8 +18,8 @@ from airflow_mlops.core.errors import MlopsInputError, MlopsServiceError
 from airflow_mlops.core.registry import CHAMPION, alias_version
 from airflow_mlops.core.tracking import MlflowTarget
 from airflow_mlops.deploy import ledger
-from airflow_mlops.deploy.gateway_api import GatewayApi
-from airflow_mlops.deploy.rollout import DeployRequest, RolledBackError
+from airflow_mlops.deploy.plan import DeployRequest
+from airflow_mlops.deploy.rollout import RolledBackError
 from airflow_mlops.deploy.state import (
     CasRecord,
     DeploymentBusyError,
@@ -27,12 +27,13 @@ from airflow_mlops.deploy.state import (
     StateConflictError,
     StateStore,
 )
+from airflow_mlops.serving.client import GatewayClient
 
 pytestmark = pytest.mark.timeout(400)
 
 
 def _served(endpoint: str, records: list[dict], n: int = 3) -> set[str]:
-    with GatewayApi(endpoint) as api:
+    with GatewayClient(endpoint) as api:
         return {api.predict(records[i % len(records)])["model_version"] for i in range(n)}
 
 
@@ -168,10 +169,10 @@ def test_failed_first_deploy_to_an_external_gateway_restores_what_it_served(
 
         dep = Deployer("ext-first", ExternalBackend(url), MlflowTarget(mlflow_server), StateStore(tmp_path / "s"),
                        admin_token="ext-token", step_check=fails)  # fmt: skip
-        with pytest.raises(RolledBackError, match="rolled back to single routing of versions"):
+        with pytest.raises(RolledBackError, match="rolled back to replace routing of versions"):
             dep.deploy(DeployRequest(model_name, v2, validate=False, op_id="ext-1"))
         assert _served(url, records) == {v1}
-        with GatewayApi(url, "ext-token") as api:
+        with GatewayClient(url, "ext-token") as api:
             assert api.get_deployment()["routes"] == [{"version": v1, "weight": 1.0}]
         assert proc.poll() is None
     finally:
@@ -255,7 +256,10 @@ def test_abort_restores_routing_and_the_gateway_gets_its_feedback_token(
     assert not dep.abort("another-op")  # not the holder: nothing happens
     assert dep.abort("killed")
     state, _ = dep.records.load("abort")
-    assert state.config["routes"] == [{"version": v1, "weight": 1.0}] and state.op.status == "rolled_back"
+    assert (
+        state.config.to_dict()["routes"] == [{"version": v1, "weight": 1.0}]
+        and state.op.status == "rolled_back"
+    )
     assert _served(first.endpoint, records) == {v1}
     assert alias_version(mlflow_client, model_name, CHAMPION) == v1
     assert "fb-Secret" not in json.dumps(state.to_json())
@@ -279,14 +283,14 @@ def test_on_kill_while_mlflow_is_half_imported_puts_the_routing_back_over_http(
     first = dep.deploy(DeployRequest(model_name, v1, validate=False))
     progress = dep.start(DeployRequest(model_name, v2, strategy="canary", canary_steps=(0.5,), step_seconds=60,
                                        validate=False, op_id="dag/run/deploy/-1"))  # fmt: skip
-    assert progress.watch is not None and progress.watch.previous_config["routes"] == [
+    assert progress.watch is not None and progress.watch.previous_config.to_dict()["routes"] == [
         {"version": v1, "weight": 1.0}
     ]
     assert _served(first.endpoint, records, n=12) == {v1, v2}
     op = DeployOperator(task_id="deploy", model_name=model_name, deployment_name="killed-early",
                         state_dir=str(tmp_path / "state"), version=v2)  # fmt: skip
     op._op_id = "dag/run/deploy/-1"
-    op._restore = {"endpoint": progress.watch.endpoint, "config": progress.watch.previous_config}
+    op._restore = {"endpoint": progress.watch.endpoint, "config": progress.watch.previous_config.to_dict()}
     monkeypatch.setattr(sys.modules["mlflow"].__spec__, "_initializing", True, raising=False)
     op.on_kill()
     monkeypatch.undo()

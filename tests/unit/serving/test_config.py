@@ -12,13 +12,15 @@ from airflow_mlops.core.errors import MlopsInputError
 from airflow_mlops.serving.config import DeploymentConfig, Route, load_config
 
 
-def test_single_defaults_weight_and_champion():
+def test_replace_defaults_weight_and_champion():
+    """``replace``: one version serves (``single``, its older name in gateway configs, still reads)."""
     cfg = DeploymentConfig.parse({"model_name": "bc", "strategy": "single", "routes": [{"version": "3"}]})
+    assert cfg == DeploymentConfig.parse({"model_name": "bc", "routes": [{"version": "3"}]})
     assert cfg.routes == (Route("3", 1.0),)
     assert cfg.champion == "3"
     assert cfg.to_dict() == {
         "model_name": "bc",
-        "strategy": "single",
+        "strategy": "replace",
         "routes": [{"version": "3", "weight": 1.0}],
         "champion": "3",
     }
@@ -125,7 +127,7 @@ def test_aliases_resolve_and_must_not_collide():
 def test_load_config_reads_a_file_and_names_a_missing_one(tmp_path):
     path = tmp_path / "d.json"
     path.write_text(json.dumps({"model_name": "bc", "routes": [{"version": "1"}]}))
-    assert load_config(path).strategy == "single"
+    assert load_config(path).strategy == "replace"
     with pytest.raises(MlopsInputError, match="does not exist"):
         load_config(tmp_path / "missing.json")
 
