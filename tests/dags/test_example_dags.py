@@ -16,6 +16,8 @@ import pytest
 from tests.conftest import REPO_ROOT
 
 EXAMPLES = {"mlops_train_gate_deploy", "mlops_drift_monitor", "mlops_retrain"}
+# Issue 14: the release chain with a human approval, and registry events (webhook and watcher).
+EXAMPLES |= {"mlops_release_approval", "mlops_registry_webhook", "mlops_registry_watcher"}
 
 
 def test_every_example_dag_loads_without_errors_or_cycles(airflow_db):
