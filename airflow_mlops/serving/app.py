@@ -531,7 +531,9 @@ class Gateway:
             cfg = DeploymentConfig.parse(body)
             if stage:
                 stage_id, staged = await self.stage(cfg)
-                return {"stage_id": stage_id, "config": staged.config.to_dict()}
+                return {"stage_id": stage_id, "config": staged.config.to_dict(), "instance": self.instance_id}
+            if self.settings.peers:
+                return await self._put_everywhere(cfg)
             new = await self.apply(cfg, save=True)
         except GatewayBusy as e:
             raise HttpError(409, f"{e} The deployment was not changed.") from None
@@ -545,6 +547,30 @@ class Gateway:
                 500, f"Loading the models failed: {redact(e)}. The deployment was not changed."
             ) from None
         return new.config.to_dict()
+
+    async def _put_everywhere(self, cfg: DeploymentConfig) -> dict[str, Any]:
+        """A change on every peer, two-phase (:func:`airflow_mlops.serving.fanout.apply_everywhere`)."""
+        from airflow_mlops.serving.fanout import PeerError, apply_everywhere
+
+        s = self.settings
+        dep = self.deployment
+        previous = dep.config.to_dict() if dep is not None else None
+        try:
+            return await asyncio.to_thread(
+                apply_everywhere, s.peers, s.admin_token or "", cfg.to_dict(), previous, s.load_timeout + 10
+            )
+        except PeerError as e:
+            status = e.status if e.status in (409, 422) else 503
+            if e.phase == "stage":
+                raise HttpError(
+                    status,
+                    f"{redact(str(e))} No replica changed: every replica still serves the old deployment.",
+                ) from None
+            raise HttpError(
+                503,
+                f"{redact(str(e))} between loading and switching; the replicas that had switched were put back "
+                "on the previous deployment. Check that replica, then apply the change again.",
+            ) from None
 
     async def commit_deployment(self, body: Any) -> dict[str, Any]:
         """``POST /admin/deployment/commit`` with ``{"stage_id": ...}``: swap in the staged deployment.
