@@ -22,12 +22,13 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+
+from airflow_mlops.core.net import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = Path(os.environ.get("MLOPS_DEMO_DIR", ROOT / ".mlops")).resolve()
@@ -66,12 +67,6 @@ def say(text: str = "") -> None:
         print(text, flush=True)
     else:
         console.say(text)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def configure_environment() -> dict[str, str]:

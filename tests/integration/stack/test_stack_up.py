@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -43,6 +42,7 @@ from typing import Any
 
 import pytest
 
+from airflow_mlops.core.net import free_port as _free_port
 from tests.integration.stack.stack_files import COMPOSE_FILE, REPO_ROOT, alert_rules
 
 # Opt-in until it passes end to end: its dag-processor and triggerer still turn unhealthy under load, and
@@ -61,12 +61,6 @@ NOT_STARTED = {"grafana"}  # no Grafana build exists for this machine: its files
 ARBITRARY_UID = "4321"  # not in the image's /etc/passwd, like a Linux user's own uid
 FEEDBACK_TOKEN = "stack-test-feedback-token"
 SHIFT_FACTOR = 1.3  # the changed world of the demo: size and shape measures read 30% higher
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _engine() -> None:
