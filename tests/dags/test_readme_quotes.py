@@ -1,0 +1,27 @@
+"""The README quotes the example DAGs' ``# [START howto_x]`` blocks: the quotes stay what the files say."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+
+from tests.conftest import REPO_ROOT
+
+_BLOCK = re.compile(r"^[ \t]*# \[START (howto_\w+)\]\n(.*?)^[ \t]*# \[END \1\]", re.S | re.M)
+
+
+def _blocks() -> dict[str, str]:
+    out: dict[str, str] = {}
+    for path in sorted((REPO_ROOT / "dags").rglob("*.py")):
+        for name, body in _BLOCK.findall(path.read_text()):
+            out[name] = textwrap.dedent(body).rstrip()
+    return out
+
+
+def test_every_quoted_howto_block_is_the_dag_files_own_text():
+    readme = (REPO_ROOT / "README.md").read_text()
+    blocks = _blocks()
+    named = set(re.findall(r"`(howto_\w+)`", readme))
+    assert "howto_release_chain" in named and named <= set(blocks), sorted(named - set(blocks))
+    quoted = {name for name in named if f"```python\n{blocks[name]}\n```" in readme}
+    assert "howto_release_chain" in quoted, "README's quote of howto_release_chain differs from the DAG file"
