@@ -126,5 +126,10 @@ def get_provider_info() -> dict[str, Any]:
                 },
             },
         ],
-        "extra-links": ["airflow_mlops.links.mlflow.MlflowRunLink"],
+        "extra-links": [
+            "airflow_mlops.links.mlflow.MlflowRunLink",
+            "airflow_mlops.links.mlflow.MlflowModelVersionLink",
+            "airflow_mlops.links.drift.DriftReportLink",
+            "airflow_mlops.links.gateway.GatewayMetricsLink",
+        ],
     }

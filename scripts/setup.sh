@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for bin in git prometheus prometheus-pushgateway promtool docker-compose debootstrap dockerd pg_ctlcluster redis-server nginx wrk; do
+for bin in git prometheus prometheus-pushgateway promtool docker-compose debootstrap dockerd pg_ctlcluster redis-server nginx wrk chromium; do
   command -v "$bin" >/dev/null 2>&1 || missing+=("$bin")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -13,7 +13,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing system packages (missing: ${missing[*]})"
     apt-get update -q >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-      git prometheus prometheus-pushgateway docker.io docker-compose debootstrap postgresql redis-server nginx-light wrk >/dev/null
+      git prometheus prometheus-pushgateway docker.io docker-compose debootstrap postgresql redis-server nginx-light wrk \
+      chromium >/dev/null  # chromium: headless screenshots of the releases view (tests/deployment)
   else
     echo "setup: missing ${missing[*]}; install them (Debian: prometheus prometheus-pushgateway docker.io docker-compose debootstrap)" >&2
   fi

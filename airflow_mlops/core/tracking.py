@@ -123,10 +123,22 @@ class MlflowTarget:
     def _creds_for(self, uri: str) -> Callable[[], Any]:
         return lambda: self.host_creds(uri)
 
+    def ui_base(self) -> str | None:
+        """Base URL of the MLflow UI: ``ui_url``, else an http(s) tracking URI, else None."""
+        base = self.ui_url or (self.tracking_uri if self.tracking_uri.startswith("http") else None)
+        return base.rstrip("/") if base else None
+
     def run_url(self, experiment_id: str, run_id: str) -> str | None:
         """Link to a run in the MLflow UI, when a UI is known."""
-        base = self.ui_url or (self.tracking_uri if self.tracking_uri.startswith("http") else None)
-        return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}" if base else None
+        base = self.ui_base()
+        return f"{base}/#/experiments/{experiment_id}/runs/{run_id}" if base else None
+
+    def model_version_url(self, name: str, version: str | int) -> str | None:
+        """Link to a model version in the MLflow UI, when a UI is known."""
+        from urllib.parse import quote
+
+        base = self.ui_base()
+        return f"{base}/#/models/{quote(name, safe='')}/versions/{version}" if base else None
 
 
 def _is_http(uri: str) -> bool:

@@ -1,25 +1,23 @@
-"""Extra link from a task to its MLflow run."""
+"""Extra links from a task to its MLflow run and to the model version it made, gated or deployed."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from airflow.sdk import BaseOperatorLink
-
-if TYPE_CHECKING:
-    from airflow.sdk import BaseOperator
-    from airflow.sdk.types import TaskInstanceKey
+from airflow_mlops.links.base import XComLink
 
 XCOM_RUN_URL = "mlflow_run_url"
+XCOM_MODEL_VERSION_URL = "mlflow_model_version_url"
 
 
-class MlflowRunLink(BaseOperatorLink):
+class MlflowRunLink(XComLink):
     """Opens the MLflow run that the task logged (its URL is pushed to XCom by the task)."""
 
     name = "MLflow run"
+    url_key = XCOM_RUN_URL
 
-    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        """The run's URL in the MLflow UI, or an empty string before the task ran."""
-        from airflow.sdk.execution_time.xcom import XCom
 
-        return XCom.get_value(ti_key=ti_key, key=XCOM_RUN_URL) or ""
+class MlflowModelVersionLink(XComLink):
+    """Opens the model version in the MLflow UI (TrainOperator, ValidationGateSensor, DeployOperator,
+    DriftSensor's reference version)."""
+
+    name = "MLflow model version"
+    url_key = XCOM_MODEL_VERSION_URL

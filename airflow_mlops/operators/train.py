@@ -10,7 +10,12 @@ from airflow.sdk import BaseOperator
 
 from airflow_mlops.core.errors import MlopsInputError
 from airflow_mlops.hooks.mlflow import MlflowHook
-from airflow_mlops.links.mlflow import XCOM_RUN_URL, MlflowRunLink
+from airflow_mlops.links.mlflow import (
+    XCOM_MODEL_VERSION_URL,
+    XCOM_RUN_URL,
+    MlflowModelVersionLink,
+    MlflowRunLink,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -77,7 +82,7 @@ class TrainOperator(BaseOperator):
         "allow_perfect_predictors",
     )
     template_fields_renderers = {"estimator_params": "json", "candidates": "json", "extra_tags": "json"}
-    operator_extra_links = (MlflowRunLink(),)
+    operator_extra_links = (MlflowRunLink(), MlflowModelVersionLink())
     ui_color = "#cce5ff"
 
     def __init__(
@@ -245,9 +250,15 @@ class TrainOperator(BaseOperator):
     def _publish(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
         # Pushed even when empty (no UI for a local store), so the link never looks up a missing XCom.
         from airflow_mlops.core.redact import redact
+        from airflow_mlops.links.base import push_link
 
         url = redact(self.hook.target.run_url(result["experiment_id"], result["run_id"]) or "")
         context["ti"].xcom_push(key=XCOM_RUN_URL, value=url)
+        push_link(
+            XCOM_MODEL_VERSION_URL,
+            self.hook.target.model_version_url(result["model_name"], result["version"]),
+            context,
+        )
         for outlet in self.outlets or []:
             if outlet.__class__.__name__ == "Asset":
                 context["outlet_events"][outlet].extra = {k: v for k, v in result.items() if k != "features"}

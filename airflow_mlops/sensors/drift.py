@@ -11,6 +11,8 @@ from airflow.sdk import PokeReturnValue, conf
 from airflow.sdk.exceptions import AirflowException
 
 from airflow_mlops.core.errors import MlopsInputError
+from airflow_mlops.links.drift import DriftReportLink
+from airflow_mlops.links.mlflow import MlflowModelVersionLink
 from airflow_mlops.sensors.base import MlopsSensor, raise_event_error
 
 if TYPE_CHECKING:
@@ -74,6 +76,7 @@ class DriftSensor(MlopsSensor):
         "pushgateway_conn_id", "mlflow_report",
     )  # fmt: skip
     ui_color = "#e8f4fd"
+    operator_extra_links = (DriftReportLink(), MlflowModelVersionLink())
 
     def __init__(
         self,
@@ -211,9 +214,17 @@ class DriftSensor(MlopsSensor):
             log=self.log,
         )
 
+    def _links(self, context: Context, summary: dict[str, Any]) -> None:
+        """Push the extra links' URLs: the report logged by this check, the reference version."""
+        from airflow_mlops.hooks.mlflow import MlflowHook
+        from airflow_mlops.links.publish import drift_links
+
+        drift_links(lambda: MlflowHook(self.mlflow_conn_id).target, summary, self.model_name, context)
+
     def check(self, context: Context) -> bool | PokeReturnValue:
         """Check once: done (with the summary) on drift, False otherwise."""
         summary = self._evaluate(self.spec())
+        self._links(context, summary)
         if not summary.get("drift_detected"):
             return False
         return PokeReturnValue(is_done=True, xcom_value=self._emit(context, summary))
@@ -229,6 +240,7 @@ class DriftSensor(MlopsSensor):
         spec = self.spec()
         state = source_state(spec)  # before reading: data arriving during the check counts as new
         summary = self._evaluate(spec)
+        self._links(context, summary)
         if summary.get("drift_detected"):
             return self._emit(context, summary)
         if time.time() >= end_time:
