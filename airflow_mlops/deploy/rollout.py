@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from airflow_mlops.core.errors import MlopsInputError, MlopsServiceError
 from airflow_mlops.core.registry import CHAMPION, AliasConflictError, alias_version, compare_and_set_alias
@@ -53,6 +53,7 @@ from airflow_mlops.serving.client import ADMIN_TOKEN_ENV, GatewayClient
 from airflow_mlops.serving.config import DeploymentConfig
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # How long past a stage's own work an operation keeps the deployment (a crashed holder frees it then).
 LEASE_MARGIN_SECONDS = 900.0
@@ -181,8 +182,9 @@ class Deployer:
     def _save(self, state: DeploymentState | None) -> None:
         self._rev = self.records.save(state, self.name, self._rev)
 
-    def _load_for(self, model_name: str) -> DeploymentState:
-        state = self._load()
+    def _load_for(self, model_name: str, state: DeploymentState | None = None) -> DeploymentState:
+        """The deployment's state (``state``: as just loaded), checked to be of ``model_name`` here."""
+        state = state or self._load()
         if state is None:
             return DeploymentState(self.name, model_name, self.backend.kind, port=self.port)
         if state.model_name != model_name:
@@ -365,14 +367,7 @@ class Deployer:
         See :meth:`deploy` for the errors.
         """
         req.check()
-        for attempt in range(3):
-            try:
-                return self._start(req)
-            except StateConflictError:
-                # Nothing changed yet (the operation record is the first write): decide again.
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        return _again_on_conflict(lambda: self._start(req))
 
     def _start(self, req: DeployRequest) -> Progress:
         new = str(req.version)
@@ -669,13 +664,9 @@ class Deployer:
         :raises MlopsInputError: nothing to roll back to; nothing changed.
         :raises DeploymentBusyError: another operation holds the deployment; nothing changed.
         """
-        for attempt in range(3):
-            try:
-                return self._rollback(model_name, op_id, actor, dag_run, reason, held_version)
-            except StateConflictError:
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        return _again_on_conflict(
+            lambda: self._rollback(model_name, op_id, actor, dag_run, reason, held_version)
+        )
 
     def _rollback(
         self, model_name: str, op_id: str | None, actor: str | None, dag_run: str | None, reason: str,
@@ -686,7 +677,7 @@ class Deployer:
             raise MlopsInputError(
                 f"Deployment {self.name!r} was never deployed: there is nothing to roll back."
             )
-        state = self._load_for(model_name)
+        state = self._load_for(model_name, state)
         with self.target.activate():
             client = self.target.client()
             op = state.op
@@ -786,6 +777,17 @@ def _check_version_exists(client: Any, model_name: str, version: str) -> None:
             f"{model_name} has no version {version}: give a registered version (see the model's page in "
             "MLflow), or an alias that points to one."
         ) from None
+
+
+def _again_on_conflict(decide: Callable[[], T]) -> T:
+    """``decide``, again (three tries in all) when another writer changed the record first: the
+    operation's own record is its first write, so nothing had changed yet."""
+    for _ in range(2):
+        try:
+            return decide()
+        except StateConflictError:
+            pass
+    return decide()
 
 
 def _routing(api: GatewayClient) -> DeploymentConfig | None:

@@ -97,8 +97,7 @@ class GatewayClient:
         except httpx.HTTPError as e:
             raise GatewayError(
                 0,
-                f"The gateway at {self.base_url} did not answer {method} {path} "
-                f"({type(e).__name__}: {e}).",
+                f"The gateway at {self.base_url} did not answer {method} {path} ({type(e).__name__}: {e}).",
             ) from None
 
     def _call(self, method: str, path: str, *, admin: bool = False, **kwargs: Any) -> Any:
