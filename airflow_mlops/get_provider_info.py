@@ -14,6 +14,7 @@ _INTEGRATIONS = {
     "MLflow": "https://mlflow.org/docs/latest/",
     "DVC": "https://dvc.org/doc",
     "Prometheus": "https://prometheus.io/docs/",
+    "Dask": "https://distributed.dask.org/",
     "MLOps": "https://github.com/airflow-provider-mlops/airflow-provider-mlops",
 }
 
@@ -43,6 +44,7 @@ def get_provider_info() -> dict[str, Any]:
             _modules("DVC", "hooks.dvc"),
             _modules("Prometheus", "hooks.pushgateway"),
             _modules("Prometheus", "hooks.prometheus"),
+            _modules("Dask", "hooks.dask"),
         ],
         "sensors": [_modules("MLOps", "sensors.drift", "sensors.validation_gate")],
         "triggers": [_modules("MLOps", "triggers.drift", "triggers.validation_gate")],
@@ -122,6 +124,20 @@ def get_provider_info() -> dict[str, Any]:
                         "port": "9090 (when the host has no port)",
                         "login": "basic-auth user (leave empty for a bearer token)",
                         "password": "basic-auth password, or a bearer token when the username is empty",
+                    },
+                },
+            },
+            {
+                "connection-type": "dask",
+                "hook-class-name": "airflow_mlops.hooks.dask.DaskHook",
+                "hook-name": "Dask",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["login", "password", "extra"],
+                    "relabeling": {"host": "Scheduler address", "schema": "Protocol"},
+                    "placeholders": {
+                        "host": "tcp://dask-scheduler:8786 (or a bare host)",
+                        "port": "8786 (when the host has no port)",
+                        "schema": "tcp (default) or tls",
                     },
                 },
             },

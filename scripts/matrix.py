@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "build" / "matrix"
 UV = WORK / "tools" / "bin" / "uv"
 DIST = "airflow-provider-mlops"
-CONNECTION_TYPES = {"mlflow", "dvc", "prometheus", "pushgateway"}
+CONNECTION_TYPES = {"mlflow", "dvc", "prometheus", "pushgateway", "dask"}
 # Tests of the source tree itself (the Docker build context is made from it), not of the installed wheel:
 # the main combination runs them.
 SOURCE_TREE_TESTS = ["tests/unit/deploy/test_image_context.py::test_context_holds_the_package_and_certs_only"]

@@ -62,6 +62,10 @@ class DriftSensor(MlopsSensor):
     :param on_schema_mismatch: ``fail`` (missing or retyped columns fail the task) or ``drift`` (they
         count as drifted columns).
     :param chunk_rows: rows read at a time.
+    :param engine: ``local`` (this worker reads the data) or ``dask`` (each file of ``current_path`` or
+        of the prediction-log window is summarized on the Dask cluster of ``dask_conn_id``, and the
+        summaries merged here: the same verdicts).
+    :param dask_conn_id: the ``dask`` connection naming the scheduler (``engine="dask"``).
     :param pushgateway_conn_id: push ``mlops_drift_*`` gauges there on every check (None: no push).
     :param mlflow_report: log the JSON and HTML report to MLflow ``on_drift``, ``always`` or ``never``.
     :param report_experiment: MLflow experiment of the report runs.
@@ -104,6 +108,8 @@ class DriftSensor(MlopsSensor):
         fdr: bool = False,
         on_schema_mismatch: str = "fail",
         chunk_rows: int = 250_000,
+        engine: str = "local",
+        dask_conn_id: str = "dask_default",
         pushgateway_conn_id: str | None = None,
         mlflow_report: str = "on_drift",
         report_experiment: str = "mlops-drift",
@@ -132,6 +138,8 @@ class DriftSensor(MlopsSensor):
             "on_schema_mismatch": on_schema_mismatch,
         }  # fmt: skip
         self.chunk_rows = chunk_rows
+        self.engine = engine
+        self.dask_conn_id = dask_conn_id
         self.pushgateway_conn_id = pushgateway_conn_id
         self.mlflow_report = mlflow_report
         self.report_experiment = report_experiment
@@ -174,6 +182,8 @@ class DriftSensor(MlopsSensor):
             "model_name": self.model_name,
             "config": {**self.config, "columns": columns},
             "chunk_rows": self.chunk_rows,
+            "engine": self.engine,
+            "dask_conn_id": self.dask_conn_id,
             "pushgateway_conn_id": self.pushgateway_conn_id,
             "mlflow_report": self.mlflow_report,
             "report_experiment": self.report_experiment,
@@ -206,6 +216,10 @@ class DriftSensor(MlopsSensor):
             from airflow_mlops.hooks.pushgateway import PushgatewayHook
 
             push = PushgatewayHook(self.pushgateway_conn_id).push_drift
+        if spec.get("engine") == "dask":
+            from airflow_mlops.hooks.dask import DaskHook
+
+            spec = {**spec, "dask_address": DaskHook(self.dask_conn_id).address()}
         return evaluate_drift(
             spec,
             lambda: MlflowHook(self.mlflow_conn_id).target,

@@ -125,6 +125,11 @@ class RegistryEventTrigger(BaseEventTrigger):
         """
         before = await self._load_cursor()
         now = await asyncio.wait_for(asyncio.to_thread(self._snapshot), timeout=self.request_timeout)
+        if before is None:
+            self.log.info(
+                "Watching %s in the MLflow registry from versions %s, aliases %s",
+                self.model_name, now["versions"], now["aliases"],
+            )  # fmt: skip
         events = [] if before is None else [e for e in diff(self.model_name, before, now) if self._wanted(e)]
         if before != now:
             await self._save_cursor(now)

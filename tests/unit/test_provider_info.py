@@ -111,6 +111,7 @@ def test_connection_forms_through_a_real_api_server(tmp_path):
         "dvc": ("Repository (path or git URL)", {"rev": "Default revision", "remote": "DVC remote"}),
         "prometheus": ("Base URL", {"timeout": "Timeout (seconds)", "verify": "Verify TLS certificates"}),
         "pushgateway": ("Pushgateway URL", None),
+        "dask": ("Scheduler address", None),
     }  # fmt: skip
     for conn_type, (host_label, extras) in expected.items():
         form = forms[conn_type]

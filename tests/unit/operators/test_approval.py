@@ -85,3 +85,21 @@ def test_options_branches_and_form():
     assert "comment" in op.serialized_params
     with pytest.raises(ValueError, match="ask_on"):
         ReleaseApprovalOperator(task_id="a", model_name="m", version="2", ask_on=["maybe"])
+
+
+@pytest.mark.parametrize(
+    ("conf", "ran"),
+    [
+        ({"outcome": "passed"}, "promote"),
+        ({"outcome": "failed"}, "rollback"),
+        ({"outcome": "passed", "deployed": False}, None),  # nothing deployed: every branch skipped
+    ],
+)
+def test_a_decided_gate_branches_without_asking(airflow_db, conf, ran):
+    from tests.conftest import run_dag
+
+    dr = run_dag("test_release_approval_auto", **conf)
+    states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
+    branches = {t: states[t] for t in ("promote", "keep_canary", "rollback")}
+    assert branches == {t: "success" if t == ran else "skipped" for t in branches}, states
+    assert states["approve_release"] == ("skipped" if ran is None else "success")
