@@ -56,6 +56,17 @@ def add_drift_command(sub: Any) -> None:
         help="log the JSON+HTML report to MLflow (experiment --report-experiment)",
     )
     p.add_argument("--report-experiment", default="mlops-drift", help="MLflow experiment of report runs")
+    p.add_argument(
+        "--engine",
+        choices=("local", "dask"),
+        default="local",
+        help="dask: summarize each file of --current on the Dask cluster of --dask-address, merge here",
+    )
+    p.add_argument(
+        "--dask-address",
+        default=os.environ.get("DASK_SCHEDULER_ADDRESS"),
+        help="Dask scheduler for --engine dask, e.g. tcp://scheduler:8786 (default: $DASK_SCHEDULER_ADDRESS)",
+    )
     p.add_argument("--json", dest="json_out", metavar="FILE", help="also write the summary as JSON to FILE")
     p.set_defaults(func=run_drift_command)
 
@@ -118,6 +129,8 @@ def run_drift_command(args: argparse.Namespace) -> int:
         },
         "mlflow_report": args.report,
         "report_experiment": args.report_experiment,
+        "engine": args.engine,
+        "dask_address": args.dask_address,
     }
     summary = evaluate_drift(spec, target)
     if summary["status"] == "empty":

@@ -6,8 +6,15 @@ its Airflow dependencies) on first use and re-executes itself there.
 
 Data: seeded synthetic frames, 15 numeric and 5 categorical columns, 6 of them shifted in the current
 frame; 100k and 1M rows on each side. Every measurement runs in a forked child, so its peak memory
-(VmHWM) is its own. Options: ``--sizes 100000,1000000``, ``--big-rows 10000000`` (0 skips the run of
-10M current rows read from Parquet against a profile), ``--no-evidently``.
+(VmHWM) is its own. Options: ``--sizes 100000,1000000``, ``--big-rows 10000000`` (0 skips the runs of
+current rows read from Parquet against a profile: 1M and 10M, whose ratio is ``scaling_10m``, and the
+Dask run on the same files), ``--dask-workers 2``, ``--no-evidently``.
+
+Also measured: the profile's error on heavy-tailed columns (Student-t with 2.5 degrees of freedom,
+lognormal, a mixture with 0.2% outliers; normed Wasserstein, PSI and Jensen-Shannon from the profile vs
+from the raw reference, largest relative difference: ``profile_err_max``), and the Dask engine's
+efficiency: the single-machine time of the 10M files over (workers x the time on a ``LocalCluster`` of
+that many one-thread worker processes).
 """
 
 from __future__ import annotations
@@ -43,7 +50,19 @@ def ensure_bench_env() -> None:
         print(f"creating {BENCH_VENV} (evidently==0.7.23, pandas<3) ...", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
         pip = [str(py), "-m", "pip", "install", "-q"]
-        subprocess.run([*pip, "evidently==0.7.23", "pandas<3", "numpy", "scipy", "pyarrow"], check=True)
+        subprocess.run(
+            [
+                *pip,
+                "evidently==0.7.23",
+                "pandas<3",
+                "numpy",
+                "scipy",
+                "pyarrow",
+                "datasketches",
+                "dask[distributed]",
+            ],
+            check=True,
+        )
         subprocess.run([*pip, "--no-deps", "-e", str(ROOT)], check=True)
     env = {**os.environ, "MLOPS_BENCH_CHILD": "1", "PYTHONWARNINGS": "ignore"}
     os.execve(str(py), [str(py), __file__, *sys.argv[1:]], env)
@@ -190,8 +209,8 @@ def agree(a, b) -> tuple[bool, list[str]]:
     return (not diffs and a[1] == b[1]), diffs
 
 
-def big_run(profile, rows: int, tmp: Path) -> tuple[float, int, int, bool]:
-    """10M current rows from Parquet files, read in chunks, against the profile."""
+def write_parquet(rows: int, tmp: Path) -> Path:
+    """``rows`` current rows as Parquet files of 1M rows (a partitioned dataset)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -203,6 +222,11 @@ def big_run(profile, rows: int, tmp: Path) -> tuple[float, int, int, bool]:
         pq.write_table(
             pa.Table.from_pandas(cur, preserve_index=False), folder / f"part-{i // per:03d}.parquet"
         )
+    return folder
+
+
+def big_run(profile, folder: Path) -> tuple[float, int, int, bool]:
+    """Current rows from Parquet files, read in chunks, against the profile."""
     size = sum(f.stat().st_size for f in folder.glob("*.parquet"))
 
     def task():
@@ -216,10 +240,73 @@ def big_run(profile, rows: int, tmp: Path) -> tuple[float, int, int, bool]:
     return dt, peak, size, detected
 
 
+def heavy_tail_error(n_ref: int = 200_000, n_cur: int = 50_000) -> float:
+    """The largest relative difference of normed Wasserstein, PSI and Jensen-Shannon between a profile
+    and the raw reference, on heavy-tailed columns under shifts and scalings; verdicts must agree."""
+    import numpy as np
+    import pandas as pd
+
+    from airflow_mlops.core.drift import DriftConfig, build_profile, detect_drift
+
+    rng = np.random.default_rng(11)
+
+    def draw(n: int) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "t25": rng.standard_t(2.5, n),
+                "lognormal": rng.lognormal(0, 1.5, n),
+                "outliers": np.where(rng.random(n) < 0.002, rng.normal(200, 50, n), rng.normal(0, 1, n)),
+            }
+        )
+
+    ref = draw(n_ref)
+    profile = build_profile(ref)
+    worst = 0.0
+    for shift, scale in ((0.05, 1.0), (0.2, 1.0), (0.0, 1.3), (0.5, 1.1)):
+        base = draw(n_cur)
+        cur = base * scale + shift * ref.std()
+        for method in ("wasserstein", "psi", "jensenshannon"):
+            cfg = DriftConfig(num_method=method)
+            raw, prof = detect_drift(ref, cur, cfg), detect_drift(profile, cur, cfg)
+            for r, p in zip(raw.columns, prof.columns, strict=True):
+                if r.drifted != p.drifted:
+                    raise RuntimeError(f"profile verdict differs: {r.column} {method} {r.score} vs {p.score}")
+                worst = max(worst, abs(p.score - r.score) / abs(r.score))
+    return worst
+
+
+def dask_efficiency(profile, folder: Path, workers: int) -> tuple[float, float, float, bool]:
+    """(single-machine seconds, Dask seconds, efficiency, verdicts equal) on the same files."""
+    from distributed import LocalCluster
+
+    from airflow_mlops.core.drift import detect_drift
+    from airflow_mlops.core.drift.current import summarize_path
+    from airflow_mlops.core.drift.distributed import dataset_files, summarize_on_dask
+
+    kinds = {k: v["kind"] for k, v in profile["columns"].items()}
+    files = dataset_files(folder)
+    t0 = time.perf_counter()
+    single = summarize_path(folder, kinds, chunk_rows=500_000)
+    t_single = time.perf_counter() - t0
+    with LocalCluster(
+        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        summarize_on_dask(cluster.scheduler_address, files[:workers], kinds, chunk_rows=500_000)  # warm
+        t0 = time.perf_counter()
+        merged = summarize_on_dask(cluster.scheduler_address, files, kinds, chunk_rows=500_000)
+        t_dask = time.perf_counter() - t0
+    a, b = detect_drift(profile, single), detect_drift(profile, merged)
+    same = a.drift_detected == b.drift_detected and [c.drifted for c in a.columns] == [
+        c.drifted for c in b.columns
+    ]
+    return t_single, t_dask, t_single / (workers * t_dask), same
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="100000,1000000")
     ap.add_argument("--big-rows", type=int, default=10_000_000)
+    ap.add_argument("--dask-workers", type=int, default=2)
     ap.add_argument("--no-evidently", action="store_true")
     args = ap.parse_args()
     if not args.no_evidently:
@@ -277,16 +364,36 @@ def main() -> None:
             print(f"{n:>9} verdicts agree with Evidently: raw {ok}, profile {ok_p} {diffs + diffs_p}")
             print(f"{n:>9} dataset drift: ours {ours[1]}, evidently {ev[1]}")
         last = {"speedup": (t_ev / t_ours) if t_ev else float("nan"), "floor": t_ours / t_floor}
+    err, _, _ = in_child(heavy_tail_error)
+    print(f"profile vs raw reference on heavy tails (W, PSI, JS): largest relative difference {err:.2e}")
+    extra = {"profile_err_max": f"{err:.4f}"}
     if args.big_rows and profile is not None:
         with tempfile.TemporaryDirectory() as tmp:
-            dt, peak, size, detected = big_run(profile, args.big_rows, Path(tmp))
-        print(
-            f"{args.big_rows} current rows x 20 from Parquet ({size / 2**20:.0f} MB on disk) vs profile: "
-            f"{dt:.1f}s, peak {peak / 2**20:.0f} MB over the interpreter, drift {detected}"
-        )
+            small = write_parquet(args.big_rows // 10, Path(tmp))
+            dt1, peak1, size1, _ = big_run(profile, small)
+            big = write_parquet(args.big_rows, Path(tmp))
+            dt, peak, size, detected = big_run(profile, big)
+            print(
+                f"{args.big_rows // 10} current rows x 20 from Parquet ({size1 / 2**20:.0f} MB) vs profile: "
+                f"{dt1:.1f}s, peak {peak1 / 2**20:.0f} MB over the interpreter"
+            )
+            print(
+                f"{args.big_rows} current rows x 20 from Parquet ({size / 2**20:.0f} MB on disk) vs profile: "
+                f"{dt:.1f}s, peak {peak / 2**20:.0f} MB over the interpreter, drift {detected}"
+            )
+            extra["peak_mb_10m"] = f"{peak / 2**20:.0f}"
+            extra["scaling_10m"] = f"{dt / (10 * dt1):.2f}"
+            if args.dask_workers:
+                t_single, t_dask, eff, same = dask_efficiency(profile, big, args.dask_workers)
+                print(
+                    f"dask: {args.big_rows} rows in {len(list(big.glob('*.parquet')))} files, single machine "
+                    f"{t_single:.1f}s, {args.dask_workers} workers {t_dask:.1f}s, verdicts equal {same}"
+                )
+                extra["dask_efficiency"] = f"{eff:.2f}"
+                all_agree = all_agree and same
     print(
         f"drift_speedup_1m={last.get('speedup', float('nan')):.1f} floor_ratio_1m={last.get('floor', float('nan')):.2f} "
-        f"verdicts_agree={'true' if all_agree else 'false'}"
+        f"verdicts_agree={'true' if all_agree else 'false'} " + " ".join(f"{k}={v}" for k, v in extra.items())
     )
 
 

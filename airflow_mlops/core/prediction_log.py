@@ -79,30 +79,38 @@ def iter_window(
     :param chunk_rows: rows read at a time.
     :param keep_meta: keep the meta columns (by default only the features are yielded).
     """
+    start, end = _utc(start), _utc(end)
+    for f in window_files(log_dir, model_name, start, end):
+        yield from iter_file_window(f, start, end, chunk_rows, keep_meta)
+
+
+def iter_file_window(
+    f: Path, start: datetime, end: datetime, chunk_rows: int = 250_000, keep_meta: bool = False
+) -> Iterator[pd.DataFrame]:
+    """The rows of one log file with ``start <= _timestamp < end`` in chunks (see :func:`iter_window`;
+    a file still being written, or a damaged one, yields nothing)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    start, end = _utc(start), _utc(end)
-    lo = pa.scalar(start, type=pa.timestamp("us", tz="UTC"))
-    hi = pa.scalar(end, type=pa.timestamp("us", tz="UTC"))
-    for f in window_files(log_dir, model_name, start, end):
-        try:
-            pf = pq.ParquetFile(f)
-        except (OSError, pa.ArrowInvalid):
-            continue  # a file the gateway is still writing, or a damaged one: skipped
-        for batch in pf.iter_batches(batch_size=chunk_rows):
-            ts = batch.column(TIMESTAMP)
-            if ts.type != lo.type:
-                ts = pc.cast(ts, lo.type)
-            mask = pc.and_(pc.greater_equal(ts, lo), pc.less(ts, hi))
-            batch = batch.filter(mask)
-            if batch.num_rows == 0:
-                continue
-            frame = batch.to_pandas()
-            if not keep_meta:
-                frame = frame.drop(columns=[c for c in META_COLUMNS if c in frame.columns])
-            yield frame
+    lo = pa.scalar(_utc(start), type=pa.timestamp("us", tz="UTC"))
+    hi = pa.scalar(_utc(end), type=pa.timestamp("us", tz="UTC"))
+    try:
+        pf = pq.ParquetFile(f)
+    except (OSError, pa.ArrowInvalid):
+        return  # a file the gateway is still writing, or a damaged one: skipped
+    for batch in pf.iter_batches(batch_size=chunk_rows):
+        ts = batch.column(TIMESTAMP)
+        if ts.type != lo.type:
+            ts = pc.cast(ts, lo.type)
+        mask = pc.and_(pc.greater_equal(ts, lo), pc.less(ts, hi))
+        batch = batch.filter(mask)
+        if batch.num_rows == 0:
+            continue
+        frame = batch.to_pandas()
+        if not keep_meta:
+            frame = frame.drop(columns=[c for c in META_COLUMNS if c in frame.columns])
+        yield frame
 
 
 def read_window(

@@ -1,6 +1,6 @@
 """Current data for the drift engine: mergeable summaries of bounded size, read in chunks.
 
-A numeric column keeps its finite values exactly while they are few (``exact_limit`` per column, 2M by
+A numeric column keeps its finite values exactly while they are few (``exact_limit`` per column, 2^20 by
 default: every test is then exact, as on raw data), then a KLL sketch (Apache DataSketches,
 ``k=2000``: about 6,000 retained values, 48 KB, whatever the row count) whose normalized rank error
 (about 0.14% at 99% confidence) is carried to the tests: the KS threshold is widened by it. A numeric
@@ -35,8 +35,8 @@ from airflow_mlops.core.errors import MlopsInputError
 if TYPE_CHECKING:
     import pandas as pd
 
-#: Finite values per numeric column kept exactly before the column switches to a sketch.
-EXACT_LIMIT = 2_000_000
+#: Finite values per numeric column kept exactly (8 MB) before the column switches to a sketch.
+EXACT_LIMIT = 1_048_576
 #: The KLL sketch's ``k``: normalized rank error about 1.4e-3 (99% confidence), about 48 KB.
 KLL_K = 2000
 #: Distinct values of a numeric column counted exactly after the switch (the value tests need them).
@@ -95,7 +95,7 @@ class NumericSummary:
             if self.n > self.limit:
                 self._to_sketch()
             return
-        self.sketch.update(x)
+        _feed(self.sketch, x)
         if self.counts is not None:
             self._count(x)
 
@@ -119,7 +119,7 @@ class NumericSummary:
         self.sketch = kll_doubles_sketch(KLL_K)
         self.counts = {}
         for x in parts:
-            self.sketch.update(x)
+            _feed(self.sketch, x)
             self._count(x)
 
     def merge(self, other: NumericSummary) -> None:
@@ -179,6 +179,14 @@ class NumericSummary:
 
             state["sketch"] = kll_doubles_sketch.deserialize(state["sketch"])
         self.__dict__.update(state)
+
+
+def _feed(sketch: Any, x: np.ndarray) -> None:
+    """Update a sketch with an array (it takes only writable, contiguous float64: Arrow-backed columns
+    are read-only views)."""
+    if not (x.flags.writeable and x.flags.c_contiguous and x.dtype == np.float64):
+        x = np.array(x, dtype=np.float64)
+    sketch.update(x)
 
 
 class TableSummary:

@@ -8,7 +8,8 @@ The evaluation spec is a JSON-able mapping (the sensor builds it, the trigger ca
 ``{"model_name": name, "version": v}`` | ``{"model_name": name, "alias": "champion"}`` (the profile logged
 with the version's run); ``model_name`` (metric label, prediction-log folder); ``config`` (the
 :class:`~airflow_mlops.core.drift.DriftConfig` fields); ``chunk_rows``; ``mlflow_report`` (``on_drift`` |
-``always`` | ``never``) and ``report_experiment``.
+``always`` | ``never``) and ``report_experiment``; ``engine`` (``local``, the default, or ``dask``: the
+current summaries computed on the Dask cluster at ``dask_address``, one task per file).
 
 Whatever needs a connection is injected, as :func:`airflow_mlops.core.gate.run_gate` does: the MLflow
 store (an :class:`~airflow_mlops.core.tracking.MlflowTarget`), a loader of DVC data, a pusher of gauges.
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
 REPORT_JSON = "drift/report.json"
 REPORT_HTML = "drift/report.html"
 REPORT_WHEN = ("on_drift", "always", "never")
+ENGINE_LOCAL = "local"
+ENGINE_DASK = "dask"
+ENGINES = (ENGINE_LOCAL, ENGINE_DASK)
 
 #: ``(dvc_path, rev) -> (frame, description)``: reads current data kept in DVC.
 DvcLoader = Callable[[str, "str | None"], "tuple[pd.DataFrame, str]"]
@@ -180,6 +184,11 @@ def load_current(
 
     cur = spec.get("current") or {}
     chunk_rows = int(spec.get("chunk_rows") or 250_000)
+    engine = spec.get("engine") or ENGINE_LOCAL
+    if engine not in ENGINES:
+        raise MlopsInputError(f"engine={str(engine)[:40]!r} is unknown: use one of {ENGINES}.")
+    if engine == ENGINE_DASK:
+        return _dask_current(spec, cur, kinds, facts, chunk_rows)
     if cur.get("path"):
         facts["current"] = str(cur["path"])
         return summarize_path(cur["path"], kinds, chunk_rows=chunk_rows)
@@ -201,6 +210,36 @@ def load_current(
             cur["prediction_log"], model, kinds, start_t, end_t, chunk_rows=chunk_rows
         )
     raise MlopsInputError("No current data: give current_path, current_dvc_path or prediction_log_dir.")
+
+
+def _dask_current(
+    spec: dict[str, Any], cur: dict[str, Any], kinds: dict[str, str], facts: dict[str, Any], chunk_rows: int
+) -> CurrentData:
+    """The current summaries computed on the Dask cluster of ``spec["dask_address"]``, one task per file."""
+    from airflow_mlops.core.drift.distributed import dataset_files, summarize_on_dask
+
+    address = spec.get("dask_address") or ""
+    if cur.get("path"):
+        facts["current"] = f"{cur['path']} (on Dask)"
+        files = dataset_files(cur["path"])
+        return summarize_on_dask(address, files, kinds, chunk_rows=chunk_rows)
+    if cur.get("prediction_log"):
+        from airflow_mlops.core.prediction_log import window_files
+
+        start_t, end_t = log_window(spec)
+        model = _model_label(spec)
+        if not model:
+            raise MlopsInputError("Reading the prediction log needs model_name (its folder in the log).")
+        facts["current"] = (
+            f"prediction log {cur['prediction_log']}/{model} [{start_t.isoformat()}, {end_t.isoformat()}) "
+            "(on Dask)"
+        )
+        files = window_files(cur["prediction_log"], model, start_t, end_t)
+        return summarize_on_dask(address, files, kinds, chunk_rows=chunk_rows, window=(start_t, end_t))
+    raise MlopsInputError(
+        "engine='dask' reads current_path (a file or a partitioned folder) or prediction_log_dir; data in DVC "
+        "is read on one machine: use engine='local'."
+    )
 
 
 def evaluate_drift(
