@@ -9,9 +9,13 @@ in a throwaway SQLite MLflow store. Both servers run as their own processes (one
 always get the same one. Scenarios: single-row requests at concurrency 1 and 8, 1000-row batches at
 concurrency 8, then the gateway in shadow mode (a second version scoring a copy of every request)
 against the gateway in single mode, alternating rounds so that machine noise hits both alike.
+Replicas: two gateway replicas behind Debian's nginx (:mod:`airflow_mlops.deploy.load_balancer`) against
+one replica alone (and one behind nginx, for the balancer's own cost), single rows at concurrency 16,
+alternating rounds; the load generator runs on the same machine and takes its share of the cores.
 
-Last line: ``gateway_speedup_c8=<ratio> batch_speedup=<ratio> shadow_cost=<fraction>`` where the
-speedups are throughput ratios (gateway / mlflow) and the shadow cost is ``1 - shadow / single``.
+Last line: ``gateway_speedup_c8=<ratio> batch_speedup=<ratio> shadow_cost=<fraction>
+replica_scaling=<ratio>`` where the speedups are throughput ratios (gateway / mlflow), the shadow cost
+is ``1 - shadow / single`` and the replica scaling is (2 replicas behind nginx) / (1 replica alone).
 """
 
 from __future__ import annotations
@@ -182,14 +186,15 @@ def run_python(url: str, body_file: Path, conc: int, duration: float, lua: Path)
 
 
 # --- servers -----------------------------------------------------------------------------------------
-def start_gateway(uri: str, root: Path, port: int) -> subprocess.Popen:
+def start_gateway(uri: str, root: Path, port: int, env: dict[str, str] | None = None) -> subprocess.Popen:
+    root.mkdir(parents=True, exist_ok=True)
     config = root / "deployment.json"
     config.write_text(json.dumps({"model_name": "bc", "strategy": "single", "routes": [{"version": "1"}]}))
     log = open(root / "gateway.log", "wb")  # kept open for the process's life
     proc = subprocess.Popen(
         [sys.executable, "-m", "airflow_mlops.serving", "--host", "127.0.0.1", "--port", str(port),
          "--tracking-uri", uri, "--config", str(config), "--log-dir", str(root / "predictions")],
-        env={**os.environ, "MLOPS_GATEWAY_ADMIN_TOKEN": TOKEN}, stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "MLOPS_GATEWAY_ADMIN_TOKEN": TOKEN, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True,
     )  # fmt: skip
     try:
@@ -234,11 +239,49 @@ def metric_total(port: int, name: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
 
 
+def replica_scenario(
+    uri: str, root: Path, body: Path, lua: Path, load, duration: float, rounds: int
+) -> dict[str, list[Result]]:
+    """Two replicas behind nginx vs one replica alone vs one behind nginx, ABC/CBA rounds."""
+    from airflow_mlops.deploy.load_balancer import start_nginx, stop_nginx
+
+    ports = [free_port(), free_port()]
+    env = {
+        "MLOPS_GATEWAY_REQUEST_SECRET": "bench-replica-secret-0123456789",
+        "MLOPS_GATEWAY_PEERS": ",".join(f"http://127.0.0.1:{p}" for p in ports),
+    }
+    procs, balancers = [], []
+    runs: dict[str, list[Result]] = {"2 replicas + nginx": [], "1 replica alone": [], "1 replica + nginx": []}
+    try:
+        for i, p in enumerate(ports):
+            procs.append(start_gateway(uri, root / f"replica-{i}", p, env))
+        two = start_nginx([f"127.0.0.1:{p}" for p in ports], root / "lb-2", workers=1)
+        one = start_nginx([f"127.0.0.1:{ports[0]}"], root / "lb-1", workers=1)
+        balancers += [two, one]
+        urls = {
+            "2 replicas + nginx": f"{two['endpoint']}/predict",
+            "1 replica alone": f"http://127.0.0.1:{ports[0]}/predict",
+            "1 replica + nginx": f"{one['endpoint']}/predict",
+        }
+        names = list(urls)
+        for i in range(rounds):
+            for name in names if i % 2 == 0 else names[::-1]:
+                load(urls[name], body, 16, 1.0, lua)  # warm-up (and nginx's upstream connections)
+                runs[name].append(load(urls[name], body, 16, duration, lua))
+    finally:
+        for b in balancers:
+            stop_nginx(b)
+        for p in procs:
+            stop(p)
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per measurement")
     parser.add_argument("--shadow-rounds", type=int, default=2, help="alternating single/shadow rounds")
     parser.add_argument("--python-client", action="store_true", help="use the Python load generator")
+    parser.add_argument("--replica-rounds", type=int, default=2, help="alternating replica-scenario rounds")
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     use_wrk = shutil.which("wrk") is not None and not args.python_client
@@ -306,6 +349,9 @@ def main() -> None:
         finally:
             for p in procs:
                 stop(p)
+        replica_runs = replica_scenario(
+            uri, root, files[("gateway", "one")], lua, load, args.duration, args.replica_rounds
+        )
         log_rows = 0
         if (root / "predictions").exists():
             import pyarrow.parquet as pq
@@ -331,19 +377,31 @@ def main() -> None:
         f"shadow copies scored: {shadow_scored:.0f}, agreeing: {shadow_agreed:.0f}, dropped: {shadow_dropped:.0f}; "
         f"prediction-log rows written: {log_rows}"
     )
+    for name, runs in replica_runs.items():
+        mean = statistics.mean(r.rps for r in runs)
+        p99 = statistics.mean(r.p99_ms for r in runs)
+        print(f"{name + ', c=16':<26} {mean:9.1f} req/s, p99 {p99:.2f} ms (mean of {len(runs)} rounds)")
+    scaling = statistics.mean(r.rps for r in replica_runs["2 replicas + nginx"]) / statistics.mean(
+        r.rps for r in replica_runs["1 replica alone"]
+    )
     c8 = "single row, c=8"
     gw, ml = results[("gateway", c8)], results[("mlflow", c8)]
     print(
         f"targets: c8 speedup >= 5 (got {gw.rps / ml.rps:.1f}), p99 <= mlflow/5 "
-        f"({gw.p99_ms:.1f} vs {ml.p99_ms / 5:.1f} ms), batch speedup >= 3, shadow cost <= 0.15"
+        f"({gw.p99_ms:.1f} vs {ml.p99_ms / 5:.1f} ms), batch speedup >= 3, shadow cost <= 0.15, "
+        f"replica scaling >= 1.5 on 2 cores (got {scaling:.2f}; the load generator and nginx share those cores)"
     )
     errors = sum(r.errors for r in results.values()) + sum(r.errors for r in single_runs + shadow_runs)
+    errors += sum(r.errors for runs in replica_runs.values() for r in runs)
     if errors:
         print(f"WARNING: {errors} failed requests during the benchmark")
     speedup = gw.rps / ml.rps
     batch = results[("gateway", "1000 rows, c=8")].rps / results[("mlflow", "1000 rows, c=8")].rps
     cost = 1.0 - shadow_rps / single_rps  # noise can make it slightly negative
-    print(f"gateway_speedup_c8={speedup:.2f} batch_speedup={batch:.2f} shadow_cost={cost:.3f}")
+    print(
+        f"gateway_speedup_c8={speedup:.2f} batch_speedup={batch:.2f} shadow_cost={cost:.3f} "
+        f"replica_scaling={scaling:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -20,32 +20,37 @@ CLASSIFICATION_QUERIES = ("accuracy", "precision", "recall", "f1")
 REGRESSION_QUERIES = ("mae", "rmse", "r2")
 
 
-def _inc(family: str, window: str, extra: str = "", by: str = "model, version") -> str:
+def _inc(family: str, window: str | None, extra: str = "", by: str = "model, version") -> str:
     sel = _SEL + (f",{extra}" if extra else "")
+    if window is None:
+        return f"sum by ({by}) ({family}{{{sel}}})"
     return f"sum by ({by}) (increase({family}{{{sel}}}[{window}]))"
 
 
-def _class(kind: str, window: str) -> str:
+def _class(kind: str, window: str | None) -> str:
     return _inc("mlops_gateway_feedback_class_total", window, f'kind="{kind}"', "model, version, class")
 
 
-def _weighted(per_class: str, window: str) -> str:
+def _weighted(per_class: str, window: str | None) -> str:
     """``sum(weight_c * x_c) / sum(weight_c)``: sklearn's binary or weighted average of a per-class value."""
     w = _class("weight", window)
     return f"sum by (model, version) ({w} * ({per_class})) / (sum by (model, version) ({w}) > 0)"
 
 
-def samples_query(window: str = DEFAULT_WINDOW) -> str:
+def samples_query(window: str | None = DEFAULT_WINDOW) -> str:
     """Labelled rows of a version over ``window``, over every replica."""
     return _inc("mlops_gateway_feedback_total", window)
 
 
-def value_query(metric: str, window: str = DEFAULT_WINDOW) -> str:
+def value_query(metric: str, window: str | None = DEFAULT_WINDOW) -> str:
     """The PromQL template of one live metric over ``window``, over every replica.
 
     :param metric: ``accuracy``, ``precision``, ``recall``, ``f1`` (classifiers) or ``mae``, ``rmse``,
         ``r2`` (regressors).
-    :param window: a PromQL duration such as ``5m`` or ``1h``.
+    :param window: a PromQL duration such as ``5m`` or ``1h``; None: since each replica started, from the
+        counters' current values, exact (``increase()`` extrapolates to the window's ends, which can move a
+        ratio by a fraction of a percent) as long as no replica's counters reset (a crash; a clean restart
+        keeps them with ``--counter-file``).
     :raises KeyError: no counter-based query for ``metric``.
     """
     tp, fp, fn = (_class(k, window) for k in ("tp", "fp", "fn"))

@@ -105,6 +105,9 @@ class DeployOperator(BaseOperator):
         or ``~/.mlops/deployments``); the state of record is in MLflow.
     :param log_dir: prediction-log folder (default ``<state_dir>/<deployment>/predictions``).
     :param gateway_tracking_uri: tracking URI as the gateway sees it (default: the connection's).
+    :param replicas: gateway replicas behind Debian's nginx (``local``: processes, ``docker``: containers
+        with ``docker_network_mode="host"``); a routing change is loaded on every replica before any
+        switches (see :mod:`airflow_mlops.deploy.replicas`). 1: one gateway, no load balancer.
     :param docker_image: gateway image (``docker``).
     :param docker_network_mode: ``bridge`` or ``host`` (``docker``; see docker_backend).
     :param docker_cpus: CPU limit (``docker``).
@@ -174,6 +177,7 @@ class DeployOperator(BaseOperator):
         state_dir: str | None = None,
         log_dir: str | None = None,
         gateway_tracking_uri: str | None = None,
+        replicas: int = 1,
         docker_image: str = "airflow-mlops-gateway:latest",
         docker_network_mode: str = "bridge",
         docker_cpus: float = 1.0,
@@ -211,6 +215,7 @@ class DeployOperator(BaseOperator):
         self.state_dir = state_dir
         self.log_dir = log_dir
         self.gateway_tracking_uri = gateway_tracking_uri
+        self.replicas = replicas
         self.docker_image = docker_image
         self.docker_network_mode = docker_network_mode
         self.docker_cpus = docker_cpus
@@ -243,6 +248,15 @@ class DeployOperator(BaseOperator):
             raise MlopsInputError("Give the model `version` to deploy, or an `alias` to resolve.")
         if self.version not in (None, "") and self.alias:
             raise MlopsInputError("Give either `version` or `alias`, not both.")
+        if isinstance(self.replicas, bool) or not isinstance(self.replicas, int) or self.replicas < 1:
+            raise MlopsInputError(
+                f"replicas={self.replicas!r}: give a whole number of gateway replicas, 1 or more."
+            )
+        if self.replicas > 1 and self.backend == "external":
+            raise MlopsInputError(
+                "replicas applies to the 'local' and 'docker' backends: an external gateway's replicas are run "
+                "by whoever runs it (point gateway_url at their load balancer)."
+            )
 
     def _gateway_conn(self) -> Any:
         from airflow.sdk import BaseHook
@@ -289,6 +303,14 @@ class DeployOperator(BaseOperator):
         return url
 
     def _backend(self) -> GatewayBackend:
+        backend = self._single_backend()
+        if self.replicas > 1:
+            from airflow_mlops.deploy.replicas import ReplicatedBackend
+
+            return ReplicatedBackend(backend, self.replicas)
+        return backend
+
+    def _single_backend(self) -> GatewayBackend:
         from airflow_mlops.deploy.factory import make_backend
 
         if self.backend == "external":

@@ -41,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="deployment config (JSON) to load at startup")
     p.add_argument(
         "--state-file",
-        help="file where every applied deployment is saved; at startup it wins over --config when it exists",
+        default=os.environ.get("MLOPS_GATEWAY_STATE_FILE") or None,
+        help="file where every applied deployment is saved; at startup it wins over --config when it exists "
+        "(default $MLOPS_GATEWAY_STATE_FILE)",
     )
     p.add_argument("--log-dir", help="folder of the prediction log (rolling Parquet files)")
     p.add_argument("--log-flush-seconds", type=float, default=10.0, help="prediction-log file interval")
@@ -90,8 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--counter-file",
+        default=os.environ.get("MLOPS_GATEWAY_COUNTER_FILE") or None,
         help="file where the feedback counters are saved at shutdown and restored at start (a restarted "
-        "replica goes on counting instead of resetting)",
+        "replica goes on counting instead of resetting; default $MLOPS_GATEWAY_COUNTER_FILE)",
     )
     p.add_argument("--log-level", default="info", help="log level (default info)")
     p.add_argument("--access-log", action="store_true", help="log every request (slower)")

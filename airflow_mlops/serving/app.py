@@ -475,6 +475,13 @@ class Gateway:
 
     def _served_model(self, name: str, version: str) -> LoadedModel:
         model = self.served.get(f"{name}/{version}")
+        if model is None and self.deployment is None:
+            # A replica that is starting: another one (or this one in a few seconds) joins it.
+            raise HttpError(
+                503,
+                "This gateway is still loading its models: send the feedback again (to another replica, or "
+                "here once /ready answers 200). Nothing was counted.",
+            )
         if model is None:
             raise HttpError(
                 410,
@@ -773,6 +780,20 @@ def create_app(
     async def bandit(request: Request) -> Response:
         return _json(gw.bandit_snapshot())
 
+    peer_pages: dict[str, str] = {}
+
+    async def replicas_metrics(request: Request) -> Response:
+        """Every counter summed over all the peers (what the load balancer serves as ``/metrics``, for the
+        deployer's error-rate watch); a peer that does not answer counts with its last page."""
+        own = generate_latest(metrics.registry).decode()
+        if not settings.peers:
+            return Response(own, media_type=CONTENT_TYPE_LATEST)
+        pages = await asyncio.gather(*(asyncio.to_thread(_fetch_text, u, 2.0) for u in settings.peers))
+        for url, page in zip(settings.peers, pages, strict=True):
+            if page is not None:
+                peer_pages[url] = page
+        return Response(sum_counters(list(peer_pages.values())), media_type=CONTENT_TYPE_LATEST)
+
     async def staging(request: Request) -> Response:
         try:
             _authorize(request, settings.admin_token)
@@ -814,6 +835,7 @@ def create_app(
             HttpRoute("/admin/deployment/stage", staging, methods=["PUT", "DELETE"]),
             HttpRoute("/admin/deployment/commit", commit, methods=["POST"]),
             HttpRoute("/bandit", bandit, methods=["GET"]),
+            HttpRoute("/metrics/replicas", replicas_metrics, methods=["GET"]),
         ],
         lifespan=lifespan,
     )
@@ -833,6 +855,41 @@ def _score(model: LoadedModel, records: list[Any]) -> tuple[Batch, np.ndarray, n
         log.exception("Model %s v%s failed to predict", model.name, model.version)
         raise HttpError(500, f"Model {model.name} v{model.version} failed to predict: {e}") from None
     return batch, preds, proba
+
+
+def _fetch_text(url: str, timeout: float) -> str | None:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/metrics", timeout=timeout) as resp:
+            text: str = resp.read().decode()
+            return text
+    except (OSError, ValueError):
+        return None
+
+
+def sum_counters(pages: list[str]) -> str:
+    """The counter samples (``*_total``) of several ``/metrics`` pages, summed by name and labels."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    totals: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for page in pages:
+        for family in text_string_to_metric_families(page):
+            if family.type not in ("counter", "unknown"):  # "unknown": a page of sums, as this one makes
+                continue
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    key = (sample.name, tuple(sorted(sample.labels.items())))
+                    totals[key] = totals.get(key, 0.0) + sample.value
+    lines = []
+    for (name, labels), value in sorted(totals.items()):
+        shown = ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels)
+        lines.append(f"{name}{{{shown}}} {value!r}")
+    return "\n".join(lines) + "\n"
+
+
+def _escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
 def _fetch_bandit(url: str, timeout: float) -> dict[str, Any]:

@@ -254,6 +254,8 @@ class LiveMetrics(Collector):
 
     def _persistent(self) -> dict[str, Counter]:
         return {
+            "requests": self.requests,
+            "predictions": self.predictions,
             "feedback": self.feedback,
             "class_rows": self.class_rows,
             "confusion": self.confusion,

@@ -1,0 +1,81 @@
+"""The load balancer's nginx config (checked by Debian's real nginx, ``nginx -t``), the replicated
+backend's argument checks, and the counter sums the balancer's ``/metrics`` serves."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from airflow_mlops.core.errors import MlopsInputError
+from airflow_mlops.deploy.backends import ExternalBackend, LocalBackend
+from airflow_mlops.deploy.docker_backend import DockerBackend
+from airflow_mlops.deploy.load_balancer import nginx_binary, nginx_config
+from airflow_mlops.deploy.replicas import ReplicatedBackend
+from airflow_mlops.serving.app import sum_counters
+
+
+def test_nginx_accepts_the_config(tmp_path):
+    (tmp_path / "tmp").mkdir()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(nginx_config(["127.0.0.1:18001", "127.0.0.1:18002"], "127.0.0.1:18000", tmp_path))
+    out = subprocess.run(
+        [nginx_binary(), "-t", "-c", str(conf), "-p", str(tmp_path)], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    text = conf.read_text()
+    assert "server 127.0.0.1:18002 max_fails=1" in text and "non_idempotent" in text
+
+
+@pytest.mark.parametrize(
+    ("make", "fragment"),
+    [
+        (lambda: ReplicatedBackend(LocalBackend(), 0), "whole number from 1 to 64"),
+        (lambda: ReplicatedBackend(LocalBackend(), True), "whole number from 1 to 64"),
+        (
+            lambda: ReplicatedBackend(ExternalBackend("http://gw:8080"), 2),
+            "needs the 'local' or 'docker' backend",
+        ),
+        (lambda: ReplicatedBackend(DockerBackend(network_mode="bridge"), 2), "network_mode='host'"),
+    ],
+)
+def test_bad_replica_arguments_are_refused_before_anything_starts(make, fragment):
+    with pytest.raises(MlopsInputError, match=fragment):
+        make()
+
+
+def test_every_replica_gets_the_secret_the_peers_and_its_own_state(tmp_path):
+    from airflow_mlops.deploy.backends import GatewaySpec
+    from airflow_mlops.serving.config import DeploymentConfig
+
+    backend = ReplicatedBackend(LocalBackend(), 3, request_secret="s" * 32)
+    spec = GatewaySpec(
+        "d",
+        DeploymentConfig.parse({"model_name": "m", "routes": [{"version": "1"}]}),
+        "http://mlflow",
+        workdir=tmp_path,
+    )
+    specs = [backend.replica_spec(spec, i, [9001, 9002, 9003], "s" * 32) for i in range(3)]
+    assert [s.port for s in specs] == [9001, 9002, 9003]
+    assert {s.credentials["MLOPS_GATEWAY_PEERS"] for s in specs} == {
+        "http://127.0.0.1:9001,http://127.0.0.1:9002,http://127.0.0.1:9003"
+    }
+    assert len({s.credentials["MLOPS_GATEWAY_STATE_FILE"] for s in specs}) == 3
+    assert {s.credentials["MLOPS_GATEWAY_REQUEST_SECRET"] for s in specs} == {"s" * 32}
+
+
+def test_counter_pages_add_up_by_name_and_labels():
+    a = (
+        "# TYPE mlops_gateway_requests_total counter\n"
+        'mlops_gateway_requests_total{model="m",status="200",version="1"} 3.0\n'
+        'mlops_gateway_requests_created{model="m",status="200",version="1"} 1.7e9\n'
+        "# TYPE mlops_gateway_route_weight gauge\n"
+        'mlops_gateway_route_weight{model="m",version="1"} 1.0\n'
+    )
+    b = a.replace(" 3.0", " 4.0")
+    from airflow_mlops.serving.client import request_counts
+
+    summed = sum_counters([a, b])
+    assert request_counts(summed, "m") == {"1": {"200": 7.0}}
+    assert request_counts(sum_counters([summed, a]), "m") == {"1": {"200": 10.0}}
+    assert "route_weight" not in summed and "_created" not in summed
