@@ -118,7 +118,8 @@ def log_model_run(
     :param sample_rows: rows of training features logged as the drift reference sample.
     :param run_name: name of the run.
     :param extra_artifacts: ``{artifact_path: json-able dict}`` logged as JSON files.
-    :return: ``model_name``, ``version``, ``run_id``, ``model_uri``, ``metrics`` and more facts.
+    :return: ``model_name``, ``version``, ``run_id``, ``model_id`` (the MLflow 3 LoggedModel), ``model_uri``,
+        ``metrics`` and more facts.
     """
     import mlflow
     import sklearn
@@ -155,7 +156,6 @@ def log_model_run(
                 **(params or {}),
             }
         )
-        mlflow.log_metrics(outcome.metrics)
         ds = from_pandas(  # a plain path or a dvc:// source (see core.dvc_source)
             dataset.frame, source=source, name=redact(dataset.name), targets=outcome.target
         )
@@ -189,6 +189,9 @@ def log_model_run(
             ],
             skops_trusted_types=skops_types,
         )
+        # MLflow 3: the test metrics belong to the LoggedModel (model_id) and to the dataset's digest, so
+        # gates compare the models themselves; they are the run's metrics too.
+        mlflow.log_metrics(outcome.metrics, model_id=info.model_id, dataset=ds)
         client = mlflow.MlflowClient()
         try:
             client.create_registered_model(model_name)
@@ -208,6 +211,7 @@ def log_model_run(
         "model_name": model_name,
         "version": str(mv.version),
         "run_id": run.info.run_id,
+        "model_id": info.model_id,
         "experiment_id": experiment_id,
         "model_uri": f"models:/{model_name}/{mv.version}",
         "artifact_uri": info.model_uri,

@@ -91,6 +91,8 @@ class Verdict:
     :param baseline_note: what stands in the table's title when there is no baseline version.
     :param analysis: the measurement history of an analysed gate (see
         :class:`airflow_mlops.core.gate.analysis.Analysis`), None otherwise.
+    :param evidence: where the candidate's and the baseline's values were read (``mlflow`` source: their
+        LoggedModels, or their runs for versions registered without one).
     """
 
     gate: str
@@ -103,6 +105,7 @@ class Verdict:
     rows: list[Row] = field(default_factory=list)
     baseline_note: str | None = None
     analysis: dict[str, Any] | None = None
+    evidence: dict[str, str] | None = None
 
     @property
     def passed(self) -> bool:
@@ -174,8 +177,11 @@ class Verdict:
             if self.baseline_version
             else (self.baseline_note or f"no {self.baseline_alias} yet (first model)")
         )
+        read = ""
+        if self.evidence:
+            read = " (" + ", ".join(f"{k}: {v}" for k, v in self.evidence.items()) + ")"
         title = (
-            f"Gate {self.gate!r}: {self.model_name} v{self.version} vs {base}, evidence: {self.source}"
+            f"Gate {self.gate!r}: {self.model_name} v{self.version} vs {base}, evidence: {self.source}{read}"
             f" -> {self.status.upper()}"
         )
         rule = "-" * min(120, max(len(title), sum(widths) + 2 * (len(widths) - 1)))
@@ -408,7 +414,7 @@ def _version_ref(client: MlflowClient, model_name: str, version: str) -> Version
                 f"Model version {model_name} v{version} does not exist: check the model name and version."
             ) from None
         raise
-    return VersionRef(model_name, str(mv.version), mv.run_id or None)
+    return VersionRef(model_name, str(mv.version), mv.run_id or None, getattr(mv, "model_id", None) or None)
 
 
 def _not_found(e: Exception) -> bool:
@@ -553,12 +559,15 @@ def run_gate(
                 note = f"{spec.baseline} unset (bounds only)"
         base_ref = None
         if base_mv is not None and str(base_mv.version) != cand_ref.version:
-            base_ref = VersionRef(model_name, str(base_mv.version), base_mv.run_id or None)
+            base_ref = VersionRef(model_name, str(base_mv.version), base_mv.run_id or None,
+                                  getattr(base_mv, "model_id", None) or None)  # fmt: skip
         source = _make_source(spec, client, prometheus, frame_loader)
         cand_ev = source.collect(cand_ref, spec.rules)
         base_ev = source.collect(base_ref, spec.rules) if base_ref and _compares(spec) else None
     verdict = evaluate(spec, model_name, version, cand_ev, base_ev, base_ref.version if base_ref else None)
     verdict.baseline_note = note
+    origins = {"candidate": cand_ev.origin, "baseline": base_ev.origin if base_ev is not None else None}
+    verdict.evidence = {k: v for k, v in origins.items() if v} or None
     if base_mv is not None and base_ref is None:
         verdict.baseline_version = str(base_mv.version)  # the title then reads "v1 vs champion = v1"
         for row in verdict.rows:
@@ -591,7 +600,7 @@ def _probe_live_source(spec: GateSpec, prometheus: PromClient | None) -> PromCli
 
 
 def _compares(spec: GateSpec) -> bool:
-    return any(r.has_change_rules for r in spec.rules)
+    return any(r.compares for r in spec.rules)
 
 
 def _make_source(

@@ -35,6 +35,7 @@ class VersionRef:
     model_name: str
     version: str
     run_id: str | None
+    model_id: str | None = None
 
 
 @dataclass
@@ -45,12 +46,14 @@ class Evidence:
     :param samples: metric -> number of samples behind the value; None when unknown.
     :param notes: metric -> why a value is missing.
     :param slices: metric -> slice name -> (value, rows), for rules with slices.
+    :param origin: where the values were read (``logged_model <id>``, ``run <id>``), when it matters.
     """
 
     values: dict[str, float | None] = field(default_factory=dict)
     samples: dict[str, int | None] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
     slices: dict[str, SliceValues] = field(default_factory=dict)
+    origin: str | None = None
 
 
 def fill(template: str, ref: VersionRef, metric: str) -> str:
@@ -70,7 +73,9 @@ def _label_escape(value: str) -> str:
 
 
 class MlflowMetricsSource:
-    """The metrics logged on each version's training run; samples = the run's ``n_test_rows`` param.
+    """The metrics of each version's MLflow 3 LoggedModel (the model itself, with the dataset they were
+    computed on), or of its training run for versions registered without one; samples = the run's
+    ``n_test_rows`` param.
 
     :param client: an MLflow client.
     """
@@ -98,11 +103,14 @@ class MlflowMetricsSource:
                 f"The run {ref.run_id} of {ref.model_name} v{ref.version} no longer exists (deleted?), so its "
                 "metrics are gone: restore the run, gate another version, or use a holdout source."
             ) from None
-        metrics, params = run.data.metrics, run.data.params
+        params = run.data.params
+        metrics, origin = self.model_metrics(ref)
+        if not metrics:
+            metrics, origin = dict(run.data.metrics), f"run {ref.run_id}"
         missing = [r.metric for r in rules if r.metric not in metrics]
         if missing:
             raise MlopsInputError(
-                f"The run {ref.run_id} of {ref.model_name} v{ref.version} has no metric {missing}; it has "
+                f"The {origin} of {ref.model_name} v{ref.version} has no metric {missing}; it has "
                 f"{sorted(metrics)}. Fix the rule's metric name, or use a holdout source to compute it."
             )
         rows = params.get("n_test_rows")
@@ -110,7 +118,23 @@ class MlflowMetricsSource:
         return Evidence(
             values={r.metric: float(metrics[r.metric]) for r in rules},
             samples={r.metric: count for r in rules},
+            origin=origin,
         )
+
+    def model_metrics(self, ref: VersionRef) -> tuple[dict[str, float], str]:
+        """The LoggedModel's metrics (the last value of each), or ``{}`` when the version has none."""
+        if not ref.model_id:
+            return {}, ""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            model = self.client.get_logged_model(ref.model_id)
+        except MlflowException as e:
+            if "RESOURCE_DOES_NOT_EXIST" not in str(e.error_code):
+                raise
+            return {}, ""
+        ordered = sorted(model.metrics or [], key=lambda m: (m.timestamp or 0, m.step or 0))
+        return {m.key: float(m.value) for m in ordered}, f"logged_model {ref.model_id}"
 
 
 # Loaded models, keyed by (tracking URI, name, version): versions are immutable, loading is slow.

@@ -115,6 +115,11 @@ class Rule:
     slices: SliceSpec | None = None
 
     @property
+    def compares(self) -> bool:
+        """Whether the rule needs the baseline's evidence (change rules, on all the data or per slice)."""
+        return self.has_change_rules or (self.slices is not None and self.slices.min_change is not None)
+
+    @property
     def has_analysis(self) -> bool:
         """Whether the rule has analysis settings (measurements over time, limits, a failure condition)."""
         return any(getattr(self, k) is not None for k in ANALYSIS_KEYS)
@@ -481,7 +486,7 @@ class GateSpec:
         if self.promote_alias is not None and self.promote_alias.lower() == NO_BASELINE:
             raise MlopsInputError(f"promote_alias {self.promote_alias!r} is reserved: use e.g. 'challenger'.")
         if not self.has_baseline:
-            changing = [r.metric for r in self.rules if r.has_change_rules]
+            changing = [r.metric for r in self.rules if r.compares]
             if changing:
                 raise MlopsInputError(
                     f"Gate {self.name!r} has baseline: none, so the change rules of {changing} compare with "

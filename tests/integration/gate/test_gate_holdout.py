@@ -99,3 +99,34 @@ def test_holdout_from_dvc_path_at_rev(split_models, dvc_repo, mlflow_conn, mlflo
     bad_rev = {**spec, "source": {**source, "rev": "0" * 40}}
     with pytest.raises(MlopsInputError):
         evaluate_gate(bad_rev, name, "2")
+
+
+def test_slices_on_the_holdout_compare_each_slice_with_the_champion(
+    split_models, holdout_csv, mlflow_server, mlflow_client
+):
+    """Both real models scored per slice of the same holdout; every slice is in the table."""
+    import mlflow
+    from sklearn.metrics import accuracy_score
+
+    name, _v1, _v2 = split_models
+    path, frame = holdout_csv
+    mlflow_client.set_registered_model_alias(name, "champion", "1")
+    slices = ["`mean radius` >= 15", "`mean texture` < 20 and `mean radius` < 15"]
+    spec = {"name": "sliced", "source": {"kind": "holdout", "path": str(path), "target": "target"},
+            "rules": [{"metric": "accuracy", "min": 0.9, "slices": {"by": slices, "min_samples": 20,
+                                                                     "min": 0.85, "min_change": 0.0, "max_gap": 0.2}}]}  # fmt: skip
+    verdict = run_gate(spec, name, "2", MlflowTarget(mlflow_server))
+    assert verdict.status == PASSED, verdict.table()
+    with MlflowTarget(mlflow_server).activate():
+        model = mlflow.sklearn.load_model(f"models:/{name}/2")
+    big = frame[frame["mean radius"] >= 15]
+    row = next(r for r in verdict.rows if r.slice == slices[0] and r.check == "slice_min")
+    features = frame.drop(columns="target")
+    assert row.candidate == pytest.approx(
+        accuracy_score(big["target"], model.predict(features.loc[big.index]))
+    )
+    changes = [r for r in verdict.rows if r.check == "slice_min_change"]
+    assert {r.slice for r in changes} == set(slices) and all(r.baseline is not None for r in changes)
+    assert any(r.check == "worst_slice_gap" for r in verdict.rows)
+    for s in slices:
+        assert s in verdict.table()

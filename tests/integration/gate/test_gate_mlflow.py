@@ -317,3 +317,30 @@ def test_a_promotion_history_alone_means_not_a_first_model(mlflow_server, mlflow
     mlflow_client.set_registered_model_tag(name, "mlops.promotion_history", '[{"action": "promote"}]')
     with pytest.raises(MlopsInputError, match="promotion history"):
         run_gate(spec, name, "1", target)
+
+
+def test_gate_compares_the_logged_models_and_falls_back_to_runs(mlflow_server, mlflow_client):
+    """Training records the MLflow 3 LoggedModel with its metrics linked to the model and the dataset; the
+    gate reads them there (a later run metric does not change the model's), and reads run metrics for a
+    version registered without a LoggedModel."""
+    name = f"gate-lm-{uuid.uuid4().hex[:6]}"
+    v1 = make_version(mlflow_server, name, "sklearn.linear_model.LogisticRegression", {"max_iter": 500})
+    assert v1["model_id"] and mlflow_client.get_model_version(name, "1").model_id == v1["model_id"]
+    model = mlflow_client.get_logged_model(v1["model_id"])
+    f1 = next(m for m in model.metrics if m.key == "f1")
+    assert f1.value == pytest.approx(v1["metrics"]["f1"]) and f1.model_id == v1["model_id"]
+    digest = mlflow_client.get_run(v1["run_id"]).inputs.dataset_inputs[0].dataset.digest
+    assert f1.dataset_digest == digest and f1.dataset_name
+    # The run's f1 is overwritten later; the model's own stays, and the gate reads the model's.
+    mlflow_client.log_metric(v1["run_id"], "f1", 0.0)
+    spec = {"name": "lm", "baseline": "none", "rules": [{"metric": "f1", "min": 0.9}]}
+    verdict = run_gate(spec, name, "1", MlflowTarget(mlflow_server))
+    assert verdict.status == PASSED, verdict.table()
+    assert verdict.evidence == {"candidate": f"logged_model {v1['model_id']}"}
+    assert f"logged_model {v1['model_id']}" in verdict.table()
+    # A version registered before (no LoggedModel): its run's metrics, said so.
+    run = mlflow_client.create_run(mlflow_client.get_run(v1["run_id"]).info.experiment_id)
+    mlflow_client.log_metric(run.info.run_id, "f1", 0.5)
+    mlflow_client.create_model_version(name, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    old = run_gate(spec, name, "2", MlflowTarget(mlflow_server))
+    assert old.status == FAILED and old.evidence == {"candidate": f"run {run.info.run_id}"}
