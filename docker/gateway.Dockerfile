@@ -15,7 +15,9 @@ ARG SKLEARN_VERSION=1.9.1
 ARG MLFLOW_VERSION=3.17.2
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 # docker/certs is git-ignored and may be absent: a glob beside a file that always exists never fails.
-COPY pyproject.toml docker/certs* /tmp/certs/
+# That file is this Dockerfile, not pyproject.toml: the dependency layer below is rebuilt only when the
+# Dockerfile or the certificates change, not on every edit of the package's metadata.
+COPY docker/gateway.Dockerfile docker/certs* /tmp/certs/
 # The proxy's CA joins the system bundle for pip only, in this stage only: the final image never has it.
 RUN set -eu; \
     bundle=/tmp/ca-bundle.pem; \
@@ -26,15 +28,15 @@ RUN set -eu; \
         "scikit-learn==${SKLEARN_VERSION}" \
         "mlflow-skinny==${MLFLOW_VERSION}" \
         pandas pyarrow scipy starlette uvicorn uvloop httptools orjson prometheus-client httpx cloudpickle skops
+# The package itself is built into a wheel here and installed in the last layer of the final image, so
+# that a change of the code leaves the dependency layers (and the copied virtualenv) cached.
 COPY pyproject.toml /src/
 COPY airflow_mlops/ /src/airflow_mlops/
 COPY README.md /src/
 RUN set -eu; \
     bundle=/tmp/ca-bundle.pem; \
     test -f /src/README.md || echo "airflow-provider-mlops" > /src/README.md; \
-    PIP_CERT="$bundle" /opt/venv/bin/pip install --no-deps /src; \
-    /opt/venv/bin/python -c "import airflow_mlops.serving, sklearn, mlflow, starlette, uvicorn"; \
-    if /opt/venv/bin/python -c "import airflow" 2>/dev/null; then echo "airflow must not be installed" >&2; exit 1; fi
+    PIP_CERT="$bundle" /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels /src
 
 FROM ${BASE_IMAGE}
 ARG GATEWAY_UID=10001
@@ -45,6 +47,12 @@ RUN (groupadd --system --gid "${GATEWAY_UID}" gateway || addgroup --system --gid
         || adduser --system --uid "${GATEWAY_UID}" --ingroup gateway --home /tmp --no-create-home gateway) \
     && mkdir -p /var/log/mlops && chown "${GATEWAY_UID}:${GATEWAY_UID}" /var/log/mlops
 COPY --from=build /opt/venv /opt/venv
+COPY --from=build /wheels /tmp/wheels
+RUN set -eu; \
+    /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-index --no-deps /tmp/wheels/*.whl; \
+    rm -rf /tmp/wheels; \
+    /opt/venv/bin/python -c "import airflow_mlops.serving, sklearn, mlflow, starlette, uvicorn"; \
+    if /opt/venv/bin/python -c "import airflow" 2>/dev/null; then echo "airflow must not be installed" >&2; exit 1; fi
 ENV PATH=/opt/venv/bin:$PATH \
     HOME=/tmp \
     PYTHONDONTWRITEBYTECODE=1 \

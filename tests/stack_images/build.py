@@ -27,10 +27,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 
@@ -41,6 +43,7 @@ LABEL = "org.airflow-mlops.content-hash"
 HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
 CACHE = Path(os.environ.get("MLOPS_STACK_CACHE", Path.home() / ".cache" / "airflow-mlops-stack"))
 
+T = TypeVar("T")
 BASE_IMAGE = "airflow-mlops-base:bookworm"
 PYTHON_BASE = "airflow-mlops-stack/python-base:local"
 AIRFLOW_BASE = "airflow-mlops-stack/airflow-base:3.3.2"
@@ -318,60 +321,98 @@ def stack_env() -> dict[str, str]:
     return {**BASE_VARIABLES, **{var: tag for var, (_, tag) in STANDINS.items()}}
 
 
-def build_all(env: dict[str, str] | None = None) -> list[Built]:
-    """Build (or find) every image of the stack; returns what was done, in order."""
-    env = {**os.environ, **stack_env(), **(env or {})}
-    done: list[Built] = []
+def _base_image() -> Built:
     started = time.monotonic()
     proc = subprocess.run(["bash", str(REPO_ROOT / "docker" / "build_base_image.sh"), BASE_IMAGE],
                           capture_output=True, text=True, timeout=1200)  # fmt: skip
     if proc.returncode != 0:
         raise BuildError(f"docker/build_base_image.sh failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    done.append(Built(BASE_IMAGE, "already exists" not in proc.stdout, time.monotonic() - started))
-    base_id = image_id(BASE_IMAGE) or ""
+    return Built(BASE_IMAGE, "already exists" not in proc.stdout, time.monotonic() - started)
 
+
+def _standins(base_id: str) -> list[Built]:
+    """The four stand-ins: one package stage (built by the first target, cached for the others)."""
     stand_ctx, stand_key = _context("standins", ["standins.Dockerfile", "postgres-entrypoint.sh"])
-    for _, (target, tag) in STANDINS.items():
-        done.append(build_image(tag, stand_ctx / "standins.Dockerfile", stand_ctx, target=target,
-                                args={"BASE_IMAGE": BASE_IMAGE}, key=[base_id, *stand_key]))  # fmt: skip
+    return [build_image(tag, stand_ctx / "standins.Dockerfile", stand_ctx, target=target,
+                        args={"BASE_IMAGE": BASE_IMAGE}, key=[base_id, *stand_key])
+            for target, tag in STANDINS.values()]  # fmt: skip
 
-    pins = constraints()
+
+def _timed(label: str, fn: Callable[..., T], *args: object) -> tuple[T, Built]:
     started = time.monotonic()
-    wheels = wheelhouse(pins)
-    python_version = _docker("run", "--rm", "--network", "none", BASE_IMAGE, "python3", "-c",
-                             "import platform; print(platform.python_version())").stdout.strip()  # fmt: skip
-    python_lock = resolve(wheels, PYTHON_REQUIREMENTS, python_version)
-    airflow_lock = resolve(wheels, [*PYTHON_REQUIREMENTS, f"apache-airflow=={AIRFLOW_VERSION}", *AIRFLOW_REQUIREMENTS],
-                           python_version)  # fmt: skip
-    done.append(Built(f"wheelhouse and locks (Python {python_version})", True, time.monotonic() - started))
-    py_ctx, py_key = _context(
-        "python-base", ["python-base.Dockerfile"], {"requirements-python.txt": python_lock}
-    )
-    af_ctx, af_key = _context("airflow-base", ["airflow-base.Dockerfile", "airflow-entrypoint.sh"],
-                              {"requirements-airflow.txt": airflow_lock})  # fmt: skip
-    with serve(wheels) as url:
-        done.append(build_image(PYTHON_BASE, py_ctx / "python-base.Dockerfile", py_ctx, args={"BASE_IMAGE": BASE_IMAGE},
-                                key=[base_id, *py_key], uncached_args={"WHEELS_URL": url}))  # fmt: skip
-        done.append(build_image(AIRFLOW_BASE, af_ctx / "airflow-base.Dockerfile", af_ctx,
-                                args={"BASE_IMAGE": PYTHON_BASE, "AIRFLOW_VERSION": AIRFLOW_VERSION},
-                                key=[image_id(PYTHON_BASE) or "", *af_key], uncached_args={"WHEELS_URL": url}))  # fmt: skip
+    out = fn(*args)
+    return out, Built(label, True, time.monotonic() - started)
 
-    with host_certs():
-        files = _repo_context_files(REPO_ROOT)
-        for image, build in compose_builds(env).items():
-            context = Path(build.get("context", REPO_ROOT))
-            args = {k: str(v) for k, v in (build.get("args") or {}).items()}
-            bases = [image_id(v) or v for k, v in sorted(args.items()) if k == "BASE_IMAGE"]
-            done.append(build_image(image, context / build.get("dockerfile", "Dockerfile"), context, args=args,
-                                    key=[*bases, *_files_digest(context, files)]))  # fmt: skip
+
+def build_all(env: dict[str, str] | None = None) -> list[Built]:
+    """Build (or find) every image of the stack; returns what was done, the wall time last.
+
+    Independent work runs side by side (it waits on the network and the disk as much as on the CPU):
+    the wheel downloads during the debootstrap; the stand-ins during the Python base; the MLflow and
+    gateway images (on the Python base) during the Airflow base. The critical path is base -> Python
+    base -> Airflow base -> Airflow image.
+    """
+    env = {**os.environ, **stack_env(), **(env or {})}
+    started = time.monotonic()
+    done: list[Built] = []
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="stack-build") as pool:
+        wheels_job = pool.submit(_timed, "wheelhouse (pip download)", wheelhouse, constraints())
+        done.append(_base_image())
+        base_id = image_id(BASE_IMAGE) or ""
+        standins_job = pool.submit(_standins, base_id)
+        wheels, wheels_built = wheels_job.result()
+        t0 = time.monotonic()
+        python_version = _docker("run", "--rm", "--network", "none", BASE_IMAGE, "python3", "-c",
+                                 "import platform; print(platform.python_version())").stdout.strip()  # fmt: skip
+        python_lock = resolve(wheels, PYTHON_REQUIREMENTS, python_version)
+        airflow_lock = resolve(wheels, [*PYTHON_REQUIREMENTS, f"apache-airflow=={AIRFLOW_VERSION}",
+                                        *AIRFLOW_REQUIREMENTS], python_version)  # fmt: skip
+        wheels_built.seconds += time.monotonic() - t0
+        done.append(
+            Built(f"{wheels_built.tag} and locks (Python {python_version})", True, wheels_built.seconds)
+        )
+        py_ctx, py_key = _context(
+            "python-base", ["python-base.Dockerfile"], {"requirements-python.txt": python_lock}
+        )
+        af_ctx, af_key = _context("airflow-base", ["airflow-base.Dockerfile", "airflow-entrypoint.sh"],
+                                  {"requirements-airflow.txt": airflow_lock})  # fmt: skip
+        with serve(wheels) as url, host_certs():
+            done.append(build_image(PYTHON_BASE, py_ctx / "python-base.Dockerfile", py_ctx,
+                                    args={"BASE_IMAGE": BASE_IMAGE}, key=[base_id, *py_key],
+                                    uncached_args={"WHEELS_URL": url}))  # fmt: skip
+            jobs = {AIRFLOW_BASE: pool.submit(
+                build_image, AIRFLOW_BASE, af_ctx / "airflow-base.Dockerfile", af_ctx,
+                args={"BASE_IMAGE": PYTHON_BASE, "AIRFLOW_VERSION": AIRFLOW_VERSION},
+                key=[image_id(PYTHON_BASE) or "", *af_key], uncached_args={"WHEELS_URL": url})}  # fmt: skip
+            files = _files_digest(REPO_ROOT, _repo_context_files(REPO_ROOT))
+            # The stack's own images on the Python base start now; those on the Airflow base wait for it.
+            for image, build in sorted(compose_builds(env).items(),
+                                       key=lambda kv: (kv[1].get("args") or {}).get("BASE_IMAGE") == AIRFLOW_BASE):  # fmt: skip
+                base = str((build.get("args") or {}).get("BASE_IMAGE", ""))
+                if base in jobs:
+                    jobs[base].result()
+                jobs[image] = pool.submit(_stack_image, image, build, files)
+            done += [job.result() for job in jobs.values()]
+        done[1:1] = standins_job.result()
+    done.append(
+        Built("all images, side by side (wall time)", any(b.built for b in done), time.monotonic() - started)
+    )
     return done
 
 
+def _stack_image(image: str, build: dict, files: list[str | bytes]) -> Built:
+    """One of the stack's own images, with the context, Dockerfile and arguments compose resolved."""
+    context = Path(build.get("context", REPO_ROOT))
+    args = {k: str(v) for k, v in (build.get("args") or {}).items()}
+    bases = [image_id(v) or v for k, v in sorted(args.items()) if k == "BASE_IMAGE"]
+    return build_image(image, context / build.get("dockerfile", "Dockerfile"), context, args=args,
+                       key=[*bases, *files])  # fmt: skip
+
+
 def report(done: list[Built]) -> str:
-    """A table of the builds: image, built or cached, seconds."""
+    """A table of the builds: image, built or cached, seconds (the last line: the wall time)."""
     lines = [f"  {'built' if b.built else 'cached':<6} {b.seconds:7.1f}s  {b.tag}" for b in done]
-    total = sum(b.seconds for b in done)
-    return "\n".join(["stack images:", *lines, f"  total  {total:7.1f}s"])
+    return "\n".join(["stack images:", *lines])
 
 
 if __name__ == "__main__":
