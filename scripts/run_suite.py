@@ -1,9 +1,11 @@
 """Run the whole test suite as a few pytest sessions side by side, then print one pytest summary line.
 
 Most of the suite waits on real servers (MLflow, Airflow's components, Docker builds, Prometheus), not on
-the CPU, so three sessions on two cores finish far sooner than one. Each session owns the tests that
-share its heavy resources: the real Airflow deployment, Docker (images and the compose stack), and
-everything else. Logs go to ``build/suite/<session>.log``.
+the CPU, so several sessions on two cores finish far sooner than one. Each session owns the tests that
+share its heavy resources: the live compose stack (its cold image builds are the longest chain, so it
+starts with the others at t=0 and owns nothing else), the wheel matrix (clean virtualenvs per Airflow and
+Python), Docker (images and containers), the real Airflow deployment, and everything else. Logs go to
+``build/suite/<session>.log``; the end of the run prints each session's wall time and counts.
 
 Usage: ``python scripts/run_suite.py [pytest options]`` (``scripts/test.sh`` calls it when no test path
 is given).
@@ -20,16 +22,31 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "build" / "suite"
 
-# Sessions and the test paths they own; "main" takes everything the others do not.
+# Sessions and the test paths they own, longest chain first (each starts at t=0; the order is the order of
+# their logs and of the timing table). "main" takes everything the others do not; a session also leaves out
+# the paths of another session that lie inside its own (the live stack test inside tests/integration/stack).
 OWN = {
-    "airflow": ["tests/deployment"],
+    # The live compose stack: cold image builds (~20 min) and then the closed loop through the compose file.
+    "stack": ["tests/integration/stack/test_stack_up.py"],
+    # The wheel on every claimed Airflow and Python: one build, the legs in parallel (scripts/matrix.py).
+    "matrix": ["tests/packaging"],
     "docker": ["tests/integration/stack", "tests/integration/deploy"],
+    "airflow": ["tests/deployment"],
 }
+
+
+def _inside(path: str, parent: str) -> bool:
+    return path != parent and (path + "/").startswith(parent.rstrip("/") + "/")
 
 
 def _sessions() -> dict[str, list[str]]:
     taken = [p for paths in OWN.values() for p in paths]
-    return {"main": ["tests", *(f"--ignore={p}" for p in taken)], **OWN}
+    sessions = {}
+    for name, paths in OWN.items():
+        others = [t for t in taken if t not in paths and any(_inside(t, p) for p in paths)]
+        sessions[name] = [*paths, *(f"--ignore={t}" for t in others)]
+    main = ["tests", *(f"--ignore={p}" for p in taken if not any(_inside(p, q) for q in taken))]
+    return {**sessions, "main": main}
 
 
 def _counts(xml: Path) -> dict[str, int]:
@@ -59,7 +76,8 @@ def main(argv: list[str]) -> int:
         log = OUT / f"{name}.log"
         xml = OUT / f"{name}.xml"
         xml.unlink(missing_ok=True)
-        cmd = [sys.executable, "-m", "pytest", *paths, *argv, f"--junitxml={xml}"]
+        # The slowest tests of each session in its log: where CI's time goes, read after every run.
+        cmd = [sys.executable, "-m", "pytest", *paths, *argv, "--durations=30", f"--junitxml={xml}"]
         print(f"suite: {name}: {' '.join(paths)} (log: {log.relative_to(ROOT)})", flush=True)
         with log.open("wb") as f:
             procs[name] = (
@@ -68,11 +86,13 @@ def main(argv: list[str]) -> int:
                 time.monotonic(),
             )
     codes: dict[str, int] = {}
+    ended: dict[str, float] = {}
     while len(codes) < len(procs):
         for name, (proc, log, began) in procs.items():
             if name in codes or proc.poll() is None:
                 continue
             codes[name] = proc.returncode
+            ended[name] = time.monotonic() - start
             lines = log.read_text(errors="replace").splitlines()
             # A failed session shows its failures in full; a passed one its summary.
             shown = lines[-400:] if proc.returncode not in (0, 5) else lines[-12:]
@@ -82,9 +102,13 @@ def main(argv: list[str]) -> int:
             print("\n".join(shown), flush=True)
         time.sleep(1)
     total = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0}
+    print("\nsuite: sessions (wall time from the start of the run)")
     for name in procs:
-        for k, v in _counts(OUT / f"{name}.xml").items():
+        counts = _counts(OUT / f"{name}.xml")
+        for k, v in counts.items():
             total[k] += v
+        shown = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+        print(f"  {name:<8} exit {codes[name]:>3} {ended[name]:>6.0f} s  {shown or 'no report'}")
     # A session that crashed before writing its report still fails the run.
     crashed = [n for n, c in codes.items() if c not in (0, 5) and not any(_counts(OUT / f"{n}.xml").values())]
     for name in crashed:

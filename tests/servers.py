@@ -85,7 +85,8 @@ def start_mlflow_server(root: Path) -> tuple[subprocess.Popen, str]:
         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
         "--artifacts-destination", str(root / "artifacts"),
     ]  # fmt: skip
-    return start_process(args, root, "mlflow-server", "/health", port, timeout=120)
+    # Its start (imports, migrations) took over 120 s on a 2-core machine running five test sessions.
+    return start_process(args, root, "mlflow-server", "/health", port, timeout=300)
 
 
 class PrometheusServer:
