@@ -37,12 +37,31 @@ def _weighted(per_class: str, window: str | None) -> str:
     return f"sum by (model, version) ({w} * ({per_class})) / (sum by (model, version) ({w}) > 0)"
 
 
-def samples_query(window: str | None = DEFAULT_WINDOW) -> str:
-    """Labelled rows of a version over ``window``, over every replica."""
-    return _inc("mlops_gateway_feedback_total", window)
+def _or_gauge(query: str, gauge: str) -> str:
+    """``query``, else (no series: a gateway from before the counters, or an exporter of the gauges only)
+    the single-replica gauge; ``max by`` gives it the same labels, so ``or`` never returns both."""
+    return f"({query}) or max by (model, version) ({gauge}{{{_SEL}}})"
 
 
-def value_query(metric: str, window: str | None = DEFAULT_WINDOW) -> str:
+def samples_query(window: str | None = DEFAULT_WINDOW, fallback: bool = True) -> str:
+    """Labelled rows of a version over ``window``, over every replica.
+
+    :param fallback: else the ``mlops_gateway_live_samples`` gauge (one replica's window).
+    """
+    query = _inc("mlops_gateway_feedback_total", window)
+    return _or_gauge(query, "mlops_gateway_live_samples") if fallback else query
+
+
+def value_query(metric: str, window: str | None = DEFAULT_WINDOW, fallback: bool = True) -> str:
+    """The PromQL template of one live metric (see :func:`counter_query`); with ``fallback``, the
+    ``mlops_gateway_live_<metric>`` gauge when the counters give nothing."""
+    query = counter_query(metric, window)
+    if fallback and metric in CLASSIFICATION_QUERIES:
+        return _or_gauge(query, f"mlops_gateway_live_{metric}")
+    return query
+
+
+def counter_query(metric: str, window: str | None = DEFAULT_WINDOW) -> str:
     """The PromQL template of one live metric over ``window``, over every replica.
 
     :param metric: ``accuracy``, ``precision``, ``recall``, ``f1`` (classifiers) or ``mae``, ``rmse``,

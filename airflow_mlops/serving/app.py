@@ -542,6 +542,8 @@ class Gateway:
             if self.settings.peers:
                 return await self._put_everywhere(cfg)
             new = await self.apply(cfg, save=True)
+        except HttpError:
+            raise  # a change across replicas, answered already
         except GatewayBusy as e:
             raise HttpError(409, f"{e} The deployment was not changed.") from None
         except MlopsInputError as e:
