@@ -297,15 +297,22 @@ def gateway_state(endpoint: str, model: str, admin: tuple[str | None, str | None
 
 def collect(target: MlflowTarget, max_models: int = 20, max_versions: int = 10) -> dict[str, Any]:
     """The whole view's data: models from MLflow, then each model's gateway, in parallel."""
+    from airflow_mlops.core.redact import redact
+
     models = collect_mlflow(target, max_models, max_versions)
-    admin = _gateway_auth()
+    out: dict[str, Any] = {"models": models}
+    try:
+        admin = _gateway_auth()
+    except Exception as e:  # noqa: BLE001 - a missing or bad connection: shown, the page still renders
+        admin = (None, None)
+        out["gateway_conn_error"] = f"releases_gateway_conn_id: {redact(e)}"
     with ThreadPoolExecutor(max_workers=8) as pool:
         states = pool.map(
             lambda m: gateway_state(m["endpoint"], m["name"], admin) if m["endpoint"] else None, models
         )
         for model, state in zip(models, states, strict=True):
             model["gateway"] = state
-    return {"models": models}
+    return out
 
 
 async def gather(budget: float = MLFLOW_BUDGET) -> dict[str, Any]:
@@ -503,6 +510,8 @@ def render(data: dict[str, Any]) -> str:
         f"{_e(data.get('generated_at'))} in {_e(data.get('elapsed_ms'))} ms; "
         '<a href="api/models">JSON</a></div>'
     )
+    if data.get("gateway_conn_error"):
+        head += f'<div class="meta">{_badge("error")} {_e(data["gateway_conn_error"])}</div>'
     body = []
     for m in data.get("models", []):
         champion = f"champion v{_e(m['champion'])}" if m.get("champion") else "no champion"

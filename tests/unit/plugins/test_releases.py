@@ -139,3 +139,13 @@ def test_a_dead_mlflow_is_reported_within_seconds(monkeypatch):
     assert data["mlflow"]["status"] == "unreachable" and data["models"] == []
     page = releases.render(data)
     assert "unreachable" in page and "pw" not in page and "***" in page
+
+
+def test_the_gateway_connection_gives_its_url_and_admin_token(monkeypatch):
+    assert releases._gateway_auth() == (None, None)  # none configured
+    monkeypatch.setenv("AIRFLOW__MLOPS__RELEASES_GATEWAY_CONN_ID", "gw")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_GW",
+        json.dumps({"conn_type": "http", "host": "gateway", "port": 8080, "password": "tok"}),
+    )
+    assert releases._gateway_auth() == ("http://gateway:8080", "tok")
