@@ -15,14 +15,17 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
       git prometheus prometheus-pushgateway docker.io docker-compose debootstrap postgresql redis-server nginx-light wrk \
       chromium >/dev/null  # chromium: headless screenshots of the releases view (tests/deployment)
+    # Debian starts these services on install; tests start their own on free loopback ports. Only right
+    # after the install, and only in this PID namespace (--ns): a later run must not kill the servers of
+    # tests running meanwhile, nor the redis-server / prometheus / nginx inside containers (the compose stack).
+    for svc in prometheus prometheus-pushgateway prometheus-node-exporter redis-server nginx; do
+      (command -v systemctl >/dev/null && systemctl stop "$svc" 2>/dev/null) \
+        || pkill --ns $$ --nslist pid -x "$svc" 2>/dev/null || true
+    done
   else
     echo "setup: missing ${missing[*]}; install them (Debian: prometheus prometheus-pushgateway docker.io docker-compose debootstrap)" >&2
   fi
 fi
-# Debian starts these services on install; tests start their own on free loopback ports.
-for svc in prometheus prometheus-pushgateway prometheus-node-exporter redis-server nginx; do
-  (command -v systemctl >/dev/null && systemctl stop "$svc" 2>/dev/null) || pkill -x "$svc" 2>/dev/null || true
-done
 
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
