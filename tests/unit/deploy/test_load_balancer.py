@@ -79,3 +79,28 @@ def test_counter_pages_add_up_by_name_and_labels():
     assert request_counts(summed, "m") == {"1": {"200": 7.0}}
     assert request_counts(sum_counters([summed, a]), "m") == {"1": {"200": 10.0}}
     assert "route_weight" not in summed and "_created" not in summed
+
+
+def _operator(**kwargs):
+    from airflow_mlops.operators.deploy import DeployOperator
+
+    return DeployOperator(task_id="deploy", model_name="m", version=1, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"replicas": 0}, "whole number of gateway replicas"),
+        ({"replicas": "2"}, "whole number of gateway replicas"),
+        ({"replicas": 2, "backend": "external"}, "replicas applies to the 'local' and 'docker' backends"),
+    ],
+)
+def test_deploy_operator_checks_replicas_first(kwargs, fragment):
+    with pytest.raises(MlopsInputError, match=fragment):
+        _operator(**kwargs)._check_args()
+
+
+def test_deploy_operator_wraps_its_backend_for_replicas():
+    backend = _operator(replicas=3)._backend()
+    assert isinstance(backend, ReplicatedBackend) and backend.replicas == 3 and backend.inner.kind == "local"
+    assert _operator()._backend().kind == "local"
