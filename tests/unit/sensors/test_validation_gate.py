@@ -105,3 +105,57 @@ def test_an_unreachable_mlflow_while_recording_fails_even_with_soft_fail(monkeyp
     with pytest.raises(AirflowException) as info:
         _resume(_sensor(), {"status": "decided", "verdict": _verdict("passed")})
     assert not isinstance(info.value, AirflowSkipException)
+
+
+def _analysed_sensor(**kw) -> ValidationGateSensor:
+    return ValidationGateSensor(task_id="gate", spec=SPEC, model_name="m", version="1", deferrable=True,
+                                timeout=30, **kw)  # fmt: skip
+
+
+@pytest.mark.parametrize("soft_fail", [False, True])
+def test_inconclusive_skips_by_default_and_pushes_the_outcome(store, soft_fail):
+    ti = _TI()
+    with pytest.raises(AirflowSkipException, match="Inconclusive"):
+        _resume(
+            _analysed_sensor(soft_fail=soft_fail),
+            {"status": "decided", "verdict": _verdict("inconclusive")},
+            ti,
+        )
+    assert ti.pushed["outcome"] == "inconclusive" and ti.pushed["verdict"]["status"] == "inconclusive"
+    assert store.get_model_version("m", "1").tags["mlops.gate.unit"] == "inconclusive"
+
+
+def test_inconclusive_can_fail_or_succeed(store):
+    with pytest.raises(AirflowFailException) as info:
+        _resume(
+            _analysed_sensor(on_inconclusive="fail"),
+            {"status": "decided", "verdict": _verdict("inconclusive")},
+        )
+    assert not isinstance(info.value, AirflowSkipException)
+
+
+def test_inconclusive_succeed_returns_the_verdict(store):
+    ti = _TI()
+    result = _resume(_analysed_sensor(on_inconclusive="succeed"),
+                     {"status": "decided", "verdict": _verdict("inconclusive")}, ti)  # fmt: skip
+    assert result["status"] == "inconclusive" and ti.pushed["outcome"] == "inconclusive"
+
+
+def test_an_analysis_error_fails_even_with_soft_fail_and_is_tagged(store):
+    ti = _TI()
+    with pytest.raises(AirflowException) as info:
+        _resume(_analysed_sensor(soft_fail=True), {"status": "decided", "verdict": _verdict("error")}, ti)
+    assert not isinstance(info.value, AirflowSkipException) and "kept failing" in str(info.value)
+    assert ti.pushed["outcome"] == "error"
+    assert store.get_model_version("m", "1").tags["mlops.gate.unit"] == "error"
+
+
+def test_timeout_pushes_the_outcome_and_bad_on_inconclusive_is_refused():
+    ti = _TI()
+    with pytest.raises(AirflowSkipException):
+        _resume(_sensor(), {"status": "timeout", "verdict": _verdict("pending")}, ti)
+    assert ti.pushed["outcome"] == "timeout" and ti.pushed["verdict"]["status"] == "pending"
+    from airflow_mlops.core.errors import MlopsInputError
+
+    with pytest.raises(MlopsInputError, match="on_inconclusive"):
+        _analysed_sensor(on_inconclusive="pause")
