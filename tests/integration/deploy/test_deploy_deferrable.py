@@ -72,7 +72,7 @@ def test_gateway_killed_during_a_deferred_step_is_rolled_back(
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             state, _ = records_.load(model_name)
-            if state and (state.config or {}).get("strategy") == "canary":
+            if state and state.config and state.config.strategy == "canary":
                 time.sleep(1)
                 os.killpg(first["handle"]["pid"], signal.SIGKILL)
                 return
