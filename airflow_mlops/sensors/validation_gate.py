@@ -177,6 +177,14 @@ class ValidationGateSensor(MlopsSensor):
         return load_spec(spec)
 
     def _evaluate(self) -> Verdict:
+        from airflow_mlops.core.gate import is_analysed
+
+        if not self.deferrable and self.mode == "reschedule" and is_analysed(self._gate()):
+            # Each rescheduled try starts afresh: the measurement history would be lost between them.
+            raise MlopsInputError(
+                "An analysed gate (rules with interval, count, ...) keeps its measurement history between "
+                "evaluations: use deferrable=True (or mode='poke'), not mode='reschedule'."
+            )
         verdict = evaluate_gate(
             self._gate().to_dict(),
             str(self.model_name),

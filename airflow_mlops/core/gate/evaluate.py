@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -414,7 +415,20 @@ def _version_ref(client: MlflowClient, model_name: str, version: str) -> Version
                 f"Model version {model_name} v{version} does not exist: check the model name and version."
             ) from None
         raise
-    return VersionRef(model_name, str(mv.version), mv.run_id or None, getattr(mv, "model_id", None) or None)
+    return VersionRef(model_name, str(mv.version), mv.run_id or None, logged_model_id(mv))
+
+
+_LOGGED_MODEL_URI = re.compile(r"^models:/(m-[0-9a-f]{32})/?$")
+
+
+def logged_model_id(mv: Any) -> str | None:
+    """The MLflow 3 LoggedModel behind a model version: its ``model_id``, or the ``models:/m-...`` source it
+    was registered from (MLflow's SQL registry stores the source, not the id); None for older versions."""
+    model_id = getattr(mv, "model_id", None)
+    if model_id:
+        return str(model_id)
+    match = _LOGGED_MODEL_URI.match(str(getattr(mv, "source", "") or ""))
+    return match.group(1) if match else None
 
 
 def _not_found(e: Exception) -> bool:
@@ -559,8 +573,9 @@ def run_gate(
                 note = f"{spec.baseline} unset (bounds only)"
         base_ref = None
         if base_mv is not None and str(base_mv.version) != cand_ref.version:
-            base_ref = VersionRef(model_name, str(base_mv.version), base_mv.run_id or None,
-                                  getattr(base_mv, "model_id", None) or None)  # fmt: skip
+            base_ref = VersionRef(
+                model_name, str(base_mv.version), base_mv.run_id or None, logged_model_id(base_mv)
+            )
         source = _make_source(spec, client, prometheus, frame_loader)
         cand_ev = source.collect(cand_ref, spec.rules)
         base_ev = source.collect(base_ref, spec.rules) if base_ref and _compares(spec) else None

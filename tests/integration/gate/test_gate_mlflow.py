@@ -325,7 +325,8 @@ def test_gate_compares_the_logged_models_and_falls_back_to_runs(mlflow_server, m
     version registered without a LoggedModel."""
     name = f"gate-lm-{uuid.uuid4().hex[:6]}"
     v1 = make_version(mlflow_server, name, "sklearn.linear_model.LogisticRegression", {"max_iter": 500})
-    assert v1["model_id"] and mlflow_client.get_model_version(name, "1").model_id == v1["model_id"]
+    # MLflow's SQL registry keeps the LoggedModel as the version's source (models:/m-...), not its model_id.
+    assert v1["model_id"] and mlflow_client.get_model_version(name, "1").source == f"models:/{v1['model_id']}"
     model = mlflow_client.get_logged_model(v1["model_id"])
     f1 = next(m for m in model.metrics if m.key == "f1")
     assert f1.value == pytest.approx(v1["metrics"]["f1"]) and f1.model_id == v1["model_id"]

@@ -159,3 +159,13 @@ def test_timeout_pushes_the_outcome_and_bad_on_inconclusive_is_refused():
 
     with pytest.raises(MlopsInputError, match="on_inconclusive"):
         _analysed_sensor(on_inconclusive="pause")
+
+
+def test_an_analysed_gate_refuses_reschedule_mode(store):
+    spec = {"name": "a", "rules": [{"metric": "f1", "min": 0.5, "count": 2, "interval": 60}]}
+    sensor = ValidationGateSensor(task_id="gate", spec=spec, model_name="m", version="1", deferrable=False,
+                                  mode="reschedule")  # fmt: skip
+    from airflow_mlops.core.errors import MlopsInputError
+
+    with pytest.raises(MlopsInputError, match="reschedule"):
+        sensor.check({"ti": _TI()})
