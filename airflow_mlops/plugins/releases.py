@@ -32,8 +32,11 @@ from __future__ import annotations
 import asyncio
 import html
 import json
+import threading
 import time
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -62,7 +65,24 @@ MLFLOW_BUDGET = 15.0
 GATEWAY_TIMEOUT = 2.0
 LIVE = ("accuracy", "precision", "recall", "f1")
 
-app = FastAPI(title="MLOps releases", docs_url=None, redoc_url=None, openapi_url=None)
+
+def _warm_up() -> None:
+    """Import what a page view needs (MLflow's client takes seconds to import) ahead of the first view."""
+    import mlflow.tracking  # noqa: F401
+
+    import airflow_mlops.deploy.ledger
+    import airflow_mlops.serving.client  # noqa: F401
+
+
+@asynccontextmanager
+async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    # The api-server enters the lifespan of every mounted app: warm up there, in the background, so
+    # neither the api-server's start nor other Airflow components (which load plugins too) wait for it.
+    threading.Thread(target=_warm_up, name="mlops-releases-warm-up", daemon=True).start()
+    yield
+
+
+app = FastAPI(title="MLOps releases", docs_url=None, redoc_url=None, openapi_url=None, lifespan=_lifespan)
 
 
 # -- authentication ---------------------------------------------------------------------------------------
@@ -242,8 +262,9 @@ def collect_mlflow(
     check_reachable(target.tracking_uri, timeout=MLFLOW_PROBE_TIMEOUT)
     client = target.client()
     models = client.search_registered_models(max_results=max_models, order_by=["last_updated_timestamp DESC"])
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        return [_model(client, target, m, max_versions, pool) for m in models]
+    # Models side by side, and each model's runs side by side (in a second pool: no task waits on its own).
+    with ThreadPoolExecutor(max_workers=8) as pool, ThreadPoolExecutor(max_workers=4) as per_model:
+        return list(per_model.map(lambda m: _model(client, target, m, max_versions, pool), models))
 
 
 def gateway_state(endpoint: str, model: str, admin: tuple[str | None, str | None]) -> dict[str, Any]:
