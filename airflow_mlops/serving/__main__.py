@@ -50,7 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024, help="largest request body")
     p.add_argument("--max-rows", type=int, default=10_000, help="most rows in one predict request")
     p.add_argument("--window", type=int, default=1000, help="labelled rows per version for live metrics")
-    p.add_argument("--feedback-capacity", type=int, default=200_000, help="requests kept for feedback")
+    p.add_argument(
+        "--feedback-capacity",
+        type=int,
+        default=200_000,
+        help="request ids whose feedback this process remembers, to refuse a repeat (without a dedup store)",
+    )
     p.add_argument("--shadow-queue", type=int, default=10_000, help="shadow copies queued at most")
     p.add_argument(
         "--feedback-token-file",

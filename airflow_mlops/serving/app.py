@@ -1,7 +1,9 @@
 """The model gateway: a Starlette app serving registered models with routing, feedback and metrics.
 
 Endpoints: ``POST /predict``, ``POST /feedback`` (feedback bearer token), ``GET /health``, ``GET /ready``,
-``GET /metrics``, ``GET|PUT /admin/deployment`` (admin bearer token). Bodies must be JSON
+``GET /metrics``, ``GET|PUT /admin/deployment`` (admin bearer token); for replicas, ``PUT|DELETE
+/admin/deployment/stage`` and ``POST /admin/deployment/commit`` (the two phases of a change, admin token),
+``GET /bandit`` (this replica's bandit rewards) and ``GET /metrics/replicas`` (every peer's counters summed). Bodies must be JSON
 (``Content-Type: application/json``, 415 otherwise), so a web page cannot post a plain form here. The
 serving state is one immutable :class:`Deployment`; a change builds a new one (models loaded first, off
 the event loop, within a bounded time and without holding the swap lock) and swaps the reference, so
