@@ -34,9 +34,11 @@ pins="constraints/airflow-3.3.2-python$(.venv/bin/python -c 'import sys; print("
 [ -f "$pins" ] && constraint=(-c "$pins") || constraint=()
 stamp=".venv/.installed-$(cat pyproject.toml "${constraint[@]:1}" | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
-  echo "setup: installing the package and its dependencies into .venv (about 3 minutes the first time)"
-  .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e ".[dev]" "${constraint[@]}"
+  echo "setup: installing the package and its dependencies into .venv (a minute or two the first time)"
+  # uv (from PyPI) resolves and installs the same requirements and pins as pip, several times faster
+  # (pip took 12 min on a busy 2-core machine where uv took 1.5 min); pip stays in .venv for users.
+  .venv/bin/pip install -q --upgrade pip uv
+  .venv/bin/uv pip install -q --python .venv/bin/python -e ".[dev]" "${constraint[@]}"
   touch "$stamp"
 fi
 echo "setup: ready (.venv/bin/python, .venv/bin/airflow)"
