@@ -66,6 +66,11 @@ def test_trains_from_dvc_with_full_lineage(airflow_db, mlflow_conn, mlflow_clien
     assert result["model_uri"] == f"models:/{model_name}/{mv.version}"
     assert result["metrics"]["f1"] == pytest.approx(run.data.metrics["f1"])
     assert ti.xcom_pull(task_ids="train", key="mlflow_run_url").startswith(mlflow_conn)
+    # The MLflow 3 LoggedModel: the version's source, with the test metrics linked to it and the dataset.
+    assert mv.source == f"models:/{result['model_id']}"
+    logged = {m.key: m for m in mlflow_client.get_logged_model(result["model_id"]).metrics}
+    assert logged["f1"].value == pytest.approx(result["metrics"]["f1"])
+    assert logged["f1"].dataset_digest == run.inputs.dataset_inputs[0].dataset.digest
 
 
 def test_asset_event_carries_the_model_facts(airflow_db, mlflow_conn, mlflow_client, dvc_repo, model_name):
