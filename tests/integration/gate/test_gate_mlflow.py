@@ -154,14 +154,13 @@ def test_candidate_that_is_the_champion_skips_change_rules(bc, mlflow_server, ml
 
 
 def _nan_version(client, name: str, source_version: dict) -> str:
-    """A version whose run logged f1 = NaN (model files reused from another version)."""
+    """A version registered without a LoggedModel (so its run's metrics are read) whose run logged f1 = NaN."""
     exp = client.get_run(source_version["run_id"]).info.experiment_id
     run = client.create_run(exp)
     client.log_metric(run.info.run_id, "f1", math.nan)
     client.log_metric(run.info.run_id, "accuracy", 0.9)
     client.set_terminated(run.info.run_id)
-    uri = source_version["artifact_uri"]  # models:/<model id>
-    mv = client.create_model_version(name, source=uri, run_id=run.info.run_id, model_id=uri.split("/")[-1])
+    mv = client.create_model_version(name, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
     return str(mv.version)
 
 
