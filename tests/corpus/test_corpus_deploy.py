@@ -226,7 +226,7 @@ CASES = [
          r"external gateway at http://127\.0\.0\.1:\d+ does not answer /health", r"start it, or fix gateway_url",
          dead_service=True),
     Case("gateway-dies-mid-canary", _gateway_dies_mid_canary, RolledBackError,
-         r"failed a health check and was rolled back to single routing of versions \['1'\]", r"deploy again",
+         r"failed a health check and was rolled back to replace routing of versions \['1'\]", r"deploy again",
          rolls_back=True),
 ]  # fmt: skip
 
