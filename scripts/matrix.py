@@ -172,10 +172,12 @@ def run_leg(leg: Leg, wheel: Path, refresh: bool, reuse: bool = False) -> Outcom
         """uv's pip interface on the leg's virtualenv: the same requirements and pins as pip."""
         return [str(UV), "pip", command, "--quiet", "--python", str(py), *args]
 
-    env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "PYTHONDONTWRITEBYTECODE": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}  # fmt: skip
-    for key in [k for k in env if k.startswith(("AIRFLOW__DATABASE", "AIRFLOW_CONN_", "VIRTUAL_ENV"))]:
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    # A user's clean shell: none of the caller's Airflow settings (pytest's conftest sets unit-test mode,
+    # whose log line then comes before the CLI's JSON), connections or virtualenv.
+    for key in [k for k in env if k.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "VIRTUAL_ENV"))]:
         env.pop(key)
+    env.update({"AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"})
     pins = [] if refresh else ["-c", str(leg.constraints)]
     step = time.monotonic()
 
@@ -252,9 +254,18 @@ def check_install(py: Path, venv: Path, env: dict[str, str], log: Path) -> None:
 
 
 def _json_tail(text: str) -> str:
-    """The JSON document at the end of a command's output (Airflow may log lines before it)."""
-    start = min((i for i in (text.find("["), text.find("{")) if i >= 0), default=0)
-    return text[start:]
+    """The JSON document at the end of a command's output: Airflow may log lines before it, and a log
+    line may hold brackets too (``[info     ] ...``), so it is the first line from which the rest parses."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith(("[", "{")):
+            rest = "\n".join(lines[i:])
+            try:
+                json.loads(rest)
+            except ValueError:
+                continue
+            return rest
+    return text
 
 
 def write_constraints(leg: Leg, freeze: str) -> None:

@@ -88,6 +88,11 @@ def test_junit_counts_and_json_tail(tmp_path):
     assert matrix.junit_counts(report) == "6 passed, 2 failed, 2 skipped"
     assert matrix.junit_counts(tmp_path / "none.xml") == "no report"
     assert matrix._json_tail('WARNING something\n[{"a": 1}]') == '[{"a": 1}]'
+    # Airflow's structured log line in unit-test mode starts with a timestamp and holds brackets.
+    logged = (
+        '2026-12-02T01:38:24Z [info     ] Unit test configuration loaded [airflow]\n[info] x\n[{"a": 1}]\n'
+    )
+    assert matrix._json_tail(logged) == '[{"a": 1}]'
 
 
 def test_a_missing_interpreter_is_reported_with_the_fix():
