@@ -47,12 +47,13 @@ def test_canary_then_promotion_on_every_replica(two_versions, deployers, records
 
 
 @pytest.mark.docker
+@pytest.mark.timeout(900)  # a cold build of the gateway image takes minutes
 def test_docker_replicas_behind_nginx(gateway_image, two_versions, deployers, records, model_name):
     """Two containers (host network: the test MLflow listens on the host's loopback) behind nginx."""
     from airflow_mlops.deploy.docker_backend import DockerBackend
 
     v1, _ = two_versions
-    backend = ReplicatedBackend(DockerBackend(image=gateway_image, network_mode="host", cpus=0.5), 2)
+    backend = ReplicatedBackend(DockerBackend(image=gateway_image, network_mode="host", cpus=1.0), 2)
     dep = deployers("replicated-docker", backend=backend)
     first = dep.deploy(DeployRequest(model_name, v1, op_id="rep-docker-1"))
     assert [h["backend"] for h in first.handle["replicas"]] == ["docker", "docker"]
