@@ -93,7 +93,11 @@ def test_predict_one_and_many(make_client, bc_records, bc_models):
     r = c.post("/predict", json={"inputs": bc_records[0]})
     assert r.status_code == 200
     body = r.json()
-    assert body["model_name"] == "bc" and body["model_version"] == "1" and len(body["request_id"].split(".")[0]) == 32
+    assert (
+        body["model_name"] == "bc"
+        and body["model_version"] == "1"
+        and len(body["request_id"].split(".")[0]) == 32
+    )
     expected, proba = bc_models["1"].predict(bc_models["1"].batch(bc_records[:50]))
     assert body["predictions"] == [expected[0]]
     assert body["probabilities"][0] == pytest.approx(proba[0].tolist())
