@@ -20,7 +20,9 @@ real login, the gateway's port, Prometheus' and MLflow's HTTP APIs):
 4. ``docker-compose down -v`` leaves no container, network or volume of the project.
 
 Airflow and the gateway run as an arbitrary uid (``AIRFLOW_UID``) with group 0, as the README tells Linux
-users to do, so that permission mistakes on the shared volumes show. Every wait is bounded; a failure
+users to do, so that permission mistakes on the shared volumes show. Beside the suite's other sessions
+on 2 cores the test raises the compose file's two health-check knobs and Docker's parent CPU weight (see
+the constants below; README "What is tested, and how"). Every wait is bounded; a failure
 prints ``docker-compose logs --tail`` of the services concerned. On CI (``CI=true``) a Docker engine that
 cannot start fails the test instead of skipping it.
 """
@@ -45,22 +47,27 @@ import pytest
 from airflow_mlops.core.net import free_port as _free_port
 from tests.integration.stack.stack_files import COMPOSE_FILE, REPO_ROOT, alert_rules
 
-# Opt-in until it passes end to end: its dag-processor and triggerer still turn unhealthy under load, and
-# its cold image builds take ~20 min (issue 12 stays open). Run it with MLOPS_STACK_TEST=1.
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.timeout(3600),
-    pytest.mark.skipif(
-        os.environ.get("MLOPS_STACK_TEST") != "1",
-        reason="the live compose-stack test is opt-in for now: set MLOPS_STACK_TEST=1 to run it",
-    ),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.timeout(3600)]
 
 MODEL = "breast_cancer"  # the compose stack's default model (dags/mlops_common)
 NOT_STARTED = {"grafana"}  # no Grafana build exists for this machine: its files are validated instead
 ARBITRARY_UID = "4321"  # not in the image's /etc/passwd, like a Linux user's own uid
 FEEDBACK_TOKEN = "stack-test-feedback-token"
 SHIFT_FACTOR = 1.3  # the changed world of the demo: size and shape measures read 30% higher
+# The compose file's health-check timings are Airflow's own (timeout 10 s, start period 30 s): they hold
+# on a machine that runs the stack alone (an `airflow jobs check` takes 3-4 s there: it imports all of
+# Airflow, 2.6 s of CPU). CI runs the stack beside three other test sessions on 2 cores, where that check
+# took 22-90 s (load 20-40) and the api-server needed 3 minutes to listen. The test raises the two knobs
+# the compose file has for such machines, and prints how long the checks and the start-up really took.
+CLI_HEALTHCHECK_TIMEOUT = "120s"
+HEALTHCHECK_START_PERIOD = "300s"
+# Why the checks starved (measured): with cgroup v1 and the cgroupfs driver (Docker 20.10 here) every
+# container sits in Docker's parent group /docker, whose CPU weight (1024) equals that of ONE process of
+# the host. Beside the other test sessions (35-50 runnable host processes) all the stack's containers
+# together got ~1/40 of the CPU: an `airflow jobs check` got 1 s of CPU in 110 s. Raising the weight of
+# /docker made the dag-processor and triggerer healthy within 30 s. The test raises it for its duration
+# (as if the stack had a machine of its own, as a user's stack has) and puts the old value back.
+DOCKER_CPU_WEIGHT = 16384  # 16 host processes' worth
 
 
 def _engine() -> None:
@@ -133,13 +140,38 @@ class Compose:
             ) from e
 
 
+def _stamp(text: str) -> float:
+    """Seconds since the epoch of a Docker timestamp (nanoseconds, ``Z``)."""
+    from datetime import datetime
+
+    head, _, frac = text.rstrip("Z").partition(".")
+    return datetime.fromisoformat(head + "+00:00").timestamp() + float(f"0.{frac or 0}")
+
+
+def _check_seconds(containers: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """The longest of the last health checks of each service (Docker keeps five), in seconds."""
+    out = {}
+    for name, c in containers.items():
+        runs = (c["State"].get("Health") or {}).get("Log") or []
+        if runs:
+            out[name] = round(max(_stamp(r["End"]) - _stamp(r["Start"]) for r in runs), 1)
+    return out
+
+
 def _wait_healthy(compose: Compose, services: list[str], timeout: float = 900) -> dict[str, float]:
-    """Wait until every service is healthy (the one-shot airflow-init: exited 0); seconds until each was."""
+    """Wait until every service is healthy (the one-shot airflow-init: exited 0); seconds until each was.
+
+    A container that exits or restarts fails at once. One that Docker marks unhealthy while it runs is
+    waited for (Docker goes on checking it, and a CPU-starved check recovers when the load drops), until
+    ``timeout``: then the failure shows its last health checks and logs. Flaps are printed.
+    """
     started = time.monotonic()
     ready: dict[str, float] = {}
     state: dict[str, str] = {}
+    flapped: set[str] = set()
+    last: dict[str, dict[str, Any]] = {}
     while time.monotonic() - started < timeout:
-        containers = compose.containers()
+        containers = last = compose.containers()
         for name in services:
             c = containers.get(name)
             if c is None:
@@ -156,9 +188,12 @@ def _wait_healthy(compose: Compose, services: list[str], timeout: float = 900) -
                     ready.setdefault(name, time.monotonic() - started)
                 state[name] = st["Status"]
                 continue
-            if st["Status"] in {"exited", "dead"} or st.get("RestartCount", 0) > 3 or health == "unhealthy":
+            if st["Status"] in {"exited", "dead"} or st.get("RestartCount", 0) > 0:
                 raise AssertionError(f"{name} is {st['Status']}/{health} (restarts {st.get('RestartCount')}):\n"
                                      f"{compose.logs([name], 120)}")  # fmt: skip
+            if health == "unhealthy" and name not in flapped:
+                flapped.add(name)
+                print(f"\n{name} unhealthy after {time.monotonic() - started:.0f}s: {_health_log(c)}")
             state[name] = f"{st['Status']}/{health}"
             if health == "healthy":
                 ready.setdefault(name, time.monotonic() - started)
@@ -166,8 +201,16 @@ def _wait_healthy(compose: Compose, services: list[str], timeout: float = 900) -
             return ready
         time.sleep(3)
     waiting = sorted(set(services) - set(ready))
+    checks = "\n".join(f"{s}: {_health_log(last[s])}" for s in waiting if s in last)
     raise AssertionError(f"not healthy after {timeout:.0f}s: {[(s, state.get(s)) for s in waiting]}\n"
-                         f"{compose.logs(waiting, 80)}")  # fmt: skip
+                         f"last health checks:\n{checks}\n{compose.logs(waiting, 80)}")  # fmt: skip
+
+
+def _health_log(container: dict[str, Any]) -> list[str]:
+    """Docker's last health checks of a container: start time, seconds, exit code, output."""
+    runs = (container["State"].get("Health") or {}).get("Log") or []
+    return [f"{r['Start'][11:19]} {_stamp(r['End']) - _stamp(r['Start']):.0f}s rc={r['ExitCode']} "
+            f"{r['Output'].strip()[-120:]}" for r in runs]  # fmt: skip
 
 
 class Airflow:
@@ -333,6 +376,28 @@ def _version_tags(mlflow_url: str, version: str) -> dict[str, str]:
     return {t["key"]: t["value"] for t in mv.get("tags", [])}
 
 
+@pytest.fixture
+def docker_cpu_weight() -> Iterator[str]:
+    """Docker's parent CPU group weighted like DOCKER_CPU_WEIGHT/1024 host processes; restored after."""
+    candidates = [Path("/sys/fs/cgroup/cpu/docker/cpu.shares"), Path("/sys/fs/cgroup/docker/cpu.weight")]
+    path = next((c for c in candidates if c.exists()), None)
+    if path is None:
+        yield "no /docker CPU group (cgroup driver systemd?): weight left as it is"
+        return
+    old = path.read_text().strip()
+    # cgroup v2's cpu.weight is 1..10000 with 100 for a process; v1's cpu.shares is 1024 for one.
+    new = str(DOCKER_CPU_WEIGHT if path.name == "cpu.shares" else min(10000, DOCKER_CPU_WEIGHT * 100 // 1024))
+    try:
+        path.write_text(new)
+    except OSError as e:
+        yield f"{path} not writable ({e}): weight left at {old}"
+        return
+    try:
+        yield f"{path}: {old} -> {new} for the test"
+    finally:
+        path.write_text(old)
+
+
 @pytest.fixture(scope="module")
 def stack_images() -> list:
     """Every image of the stack, built here (or found by content hash), with the build times printed."""
@@ -344,11 +409,14 @@ def stack_images() -> list:
     return done
 
 
-def test_the_stack_comes_up_and_closes_the_loop(stack_images: list, tmp_path: Path) -> None:
+def test_the_stack_comes_up_and_closes_the_loop(
+    stack_images: list, docker_cpu_weight: str, tmp_path: Path
+) -> None:
     from sklearn.datasets import load_breast_cancer
 
     from tests.stack_images.build import stack_env
 
+    print(f"\nDocker's CPU weight: {docker_cpu_weight}")
     started = time.monotonic()
     ports = {v: str(_free_port()) for v in ("AIRFLOW_PORT", "MLFLOW_PORT", "GATEWAY_PORT", "PROMETHEUS_PORT",
                                             "PUSHGATEWAY_PORT", "GRAFANA_PORT")}  # fmt: skip
@@ -363,6 +431,8 @@ def test_the_stack_comes_up_and_closes_the_loop(stack_images: list, tmp_path: Pa
         "MLOPS_GATEWAY_FEEDBACK_TOKEN": FEEDBACK_TOKEN,
         # Only the shifted traffic is in the window the drift monitor checks.
         "MLOPS_DRIFT_WINDOW_SECONDS": "90",
+        "AIRFLOW_CLI_HEALTHCHECK_TIMEOUT": CLI_HEALTHCHECK_TIMEOUT,
+        "HEALTHCHECK_START_PERIOD": HEALTHCHECK_START_PERIOD,
     }
     compose = Compose(env)
     services = [
@@ -386,6 +456,7 @@ def test_the_stack_comes_up_and_closes_the_loop(stack_images: list, tmp_path: Pa
             f"\nhealthy after (s): { {k: round(v) for k, v in sorted(ready.items(), key=lambda kv: kv[1])} }"
         )
         containers = compose.containers()
+        print(f"longest health check (s): {_check_seconds(containers)}")
         assert "grafana" not in containers
 
         # The stack's own images run as the configured non-root uid, group 0.
@@ -398,13 +469,14 @@ def test_the_stack_comes_up_and_closes_the_loop(stack_images: list, tmp_path: Pa
 
         with compose.explained(["airflow-apiserver"]):
             api = Airflow(airflow_url, "airflow", "airflow")
-            dags = _poll("the example DAGs parsed",
-                         lambda: {d["dag_id"]: d for d in api.get("/api/v2/dags", tags="mlops")["dags"]}
-                         if api.get("/api/v2/dags", tags="mlops")["total_entries"] >= 3 else None, 300)  # fmt: skip
+            # Every DAG file of dags/ is served (the loop's three and any other example); none may fail.
+            loop = {"mlops_train_gate_deploy", "mlops_drift_monitor", "mlops_retrain"}
+            dags = _poll("the example DAGs parsed", lambda: (
+                found if loop <= set(found := {d["dag_id"]: d for d in api.get("/api/v2/dags", limit=100)["dags"]})
+                else None), 300)  # fmt: skip
         errors = api.get("/api/v2/importErrors")
         assert errors["total_entries"] == 0, errors
-        assert set(dags) == {"mlops_train_gate_deploy", "mlops_drift_monitor", "mlops_retrain"}
-        assert not any(d["is_paused"] for d in dags.values()), {k: d["is_paused"] for k, d in dags.items()}
+        assert not any(dags[d]["is_paused"] for d in loop), {d: dags[d]["is_paused"] for d in loop}
 
         # 1. The first model, trained on the Celery worker and promoted on the compose gateway.
         traffic.start()
@@ -469,6 +541,7 @@ def test_the_stack_comes_up_and_closes_the_loop(stack_images: list, tmp_path: Pa
         _poll("live F1 of v2 in Prometheus",
               lambda: _promql(prometheus_url, f'mlops_gateway_live_f1{{model="{MODEL}",version="2"}}'), 120)  # fmt: skip
     finally:
+        print(f"longest health check at the end (s): {_check_seconds(compose.containers())}")
         traffic.stop.set()
         if traffic.is_alive():
             traffic.join(timeout=150)
