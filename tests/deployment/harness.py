@@ -319,6 +319,16 @@ class Airflow:
         self.start("dag-processor", ["dag-processor"])
         self.start("triggerer", ["triggerer"])
         self.wait(lambda: self._health_ok(), 120, "the api-server to answer /api/v2/monitor/health")
+        self.warm_up_execution_api()
+
+    def warm_up_execution_api(self) -> None:
+        """One request to the execution API before any task starts. Its first request builds the versioned
+        execution app, which stalled the whole api-server for 33-62 s on a loaded host (load average 30 on
+        2 cores), longer than a task's start-up retries wait: the first task was killed before it ran."""
+        import httpx
+
+        r = httpx.get(f"{self.url}/execution/health", timeout=180, trust_env=False)
+        assert r.status_code == 200, f"GET /execution/health: {r.status_code} {r.text[:300]}"
 
     def check_alive(self) -> None:
         """Fail, with its log, when a component died."""

@@ -56,19 +56,6 @@ def start_webhook_mlflow(root: Path) -> tuple[object, str]:
     return start_process(args, root, "mlflow-server", "/health", port, timeout=300, env=env)
 
 
-def _warm_up_execution_api(af: Airflow) -> None:
-    """One request to the api-server's execution API before any task starts. Its first request builds
-    the versioned execution app, which stalled the whole api-server for 33-40 s on a loaded host (seen:
-    load average 30 on 2 cores), longer than a task's start-up retries wait: the first task was killed
-    before it ran."""
-    import httpx
-
-    started = time.monotonic()
-    r = httpx.get(f"{af.url}/execution/health", timeout=180, trust_env=False)
-    assert r.status_code == 200, f"GET /execution/health: {r.status_code} {r.text[:300]}"
-    print(f"\nexecution API warm-up: {time.monotonic() - started:.1f}s")
-
-
 @pytest.fixture(scope="module")
 def deployment(postgres, tier_dir) -> Iterator[dict]:
     root = tier_dir("release-events")
@@ -83,8 +70,7 @@ def deployment(postgres, tier_dir) -> Iterator[dict]:
     }
     af = Airflow(root, postgres.create_database("airflow_release_events"), "LocalExecutor", env)
     try:
-        af.start_core()
-        _warm_up_execution_api(af)
+        af.start_core()  # includes the execution API warm-up
         af.wait_dags(DAGS)
         yield {"airflow": af, "mlflow": mlflow_url, "model": model, "root": root}
     finally:
