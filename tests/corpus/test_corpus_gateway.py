@@ -296,7 +296,7 @@ HTTP_CASES = [
         "feedback-unknown-request-id",
         "/feedback",
         404,
-        r"Unknown request_id 'f{32}'.*send the request_id of a recent /predict answer",
+        r"Unknown request_id 'f{32}'.*send the request_id of a /predict answer exactly as it came",
         {"request_id": "f" * 32, "label": 1},
     ),  # fmt: skip
     HttpCase(
