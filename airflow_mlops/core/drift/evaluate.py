@@ -199,17 +199,25 @@ def load_current(
         facts["current"] = where
         return summarize_frame(frame, kinds)
     if cur.get("prediction_log"):
-        start_t, end_t = log_window(spec)
-        model = _model_label(spec)
-        if not model:
-            raise MlopsInputError("Reading the prediction log needs model_name (its folder in the log).")
-        facts["current"] = (
-            f"prediction log {cur['prediction_log']}/{model} [{start_t.isoformat()}, {end_t.isoformat()})"
-        )
+        model, start_t, end_t = _log_source(spec, cur, facts)
         return summarize_prediction_log(
             cur["prediction_log"], model, kinds, start_t, end_t, chunk_rows=chunk_rows
         )
     raise MlopsInputError("No current data: give current_path, current_dvc_path or prediction_log_dir.")
+
+
+def _log_source(
+    spec: dict[str, Any], cur: dict[str, Any], facts: dict[str, Any], where: str = ""
+) -> tuple[str, datetime, datetime]:
+    """The model folder and time window of a prediction-log source, recorded in ``facts``."""
+    start_t, end_t = log_window(spec)
+    model = _model_label(spec)
+    if not model:
+        raise MlopsInputError("Reading the prediction log needs model_name (its folder in the log).")
+    facts["current"] = (
+        f"prediction log {cur['prediction_log']}/{model} [{start_t.isoformat()}, {end_t.isoformat()}){where}"
+    )
+    return model, start_t, end_t
 
 
 def _dask_current(
@@ -226,14 +234,7 @@ def _dask_current(
     if cur.get("prediction_log"):
         from airflow_mlops.core.prediction_log import window_files
 
-        start_t, end_t = log_window(spec)
-        model = _model_label(spec)
-        if not model:
-            raise MlopsInputError("Reading the prediction log needs model_name (its folder in the log).")
-        facts["current"] = (
-            f"prediction log {cur['prediction_log']}/{model} [{start_t.isoformat()}, {end_t.isoformat()}) "
-            "(on Dask)"
-        )
+        model, start_t, end_t = _log_source(spec, cur, facts, " (on Dask)")
         files = window_files(cur["prediction_log"], model, start_t, end_t)
         return summarize_on_dask(address, files, kinds, chunk_rows=chunk_rows, window=(start_t, end_t))
     raise MlopsInputError(
