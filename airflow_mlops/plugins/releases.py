@@ -175,6 +175,8 @@ def _url(url: str | None) -> str | None:
 def _model(
     client: MlflowClient, target: MlflowTarget, model: Any, max_versions: int, pool: ThreadPoolExecutor
 ) -> dict[str, Any]:
+    from airflow_mlops.core.gate.evaluate import logged_model_id
+    from airflow_mlops.core.gate.evidence import logged_model_metrics
     from airflow_mlops.core.redact import redact
     from airflow_mlops.deploy.ledger import read_history
 
@@ -191,8 +193,11 @@ def _model(
             strict=True,
         )
     )
+    # The models' own metrics (MLflow 3 LoggedModel), as the gate reads them; older versions: the run's.
+    model_ids = [logged_model_id(mv) for mv in versions]
+    model_metrics = list(pool.map(lambda m: logged_model_metrics(client, m) if m else {}, model_ids))
     rows = []
-    for mv in versions:
+    for mv, model_id, own_metrics in zip(versions, model_ids, model_metrics, strict=True):
         run = runs.get(mv.run_id)
         tags = dict(mv.tags or {})
         experiment = run.info.experiment_id if run is not None else None
@@ -202,7 +207,10 @@ def _model(
                 "aliases": sorted(a for a, v in aliases.items() if v == str(mv.version)),
                 "created": _ms(mv.creation_timestamp),
                 "run_id": mv.run_id,
-                "metrics": dict(sorted((run.data.metrics if run is not None else {}).items())),
+                "model_id": model_id,
+                "metrics": dict(
+                    sorted((own_metrics or (run.data.metrics if run is not None else {})).items())
+                ),
                 "gates": version_gates(tags),
                 "dag_id": tags.get("mlops.airflow.dag_id"),
                 "run_url": _url(target.run_url(experiment, mv.run_id) if experiment and mv.run_id else None),
@@ -490,10 +498,12 @@ def _versions(model: dict[str, Any]) -> str:
             if x
         )
         rows.append(
-            [_td(f"v{v['version']}"), _td(aliases, raw=True), _td(v["created"]), _td(v.get("dag_id")),
-             *(_td(v["metrics"].get(n), num=True) for n in names), _td(gates, raw=True), _td(links, raw=True)]
+            [_td(f"v{v['version']}"), _td(aliases, raw=True), _td(v.get("model_id") or "(run)"), _td(v["created"]),
+             _td(v.get("dag_id")), *(_td(v["metrics"].get(n), num=True) for n in names), _td(gates, raw=True),
+             _td(links, raw=True)]
         )  # fmt: skip
-    return _table(["version", "aliases", "created", "trained by", *names, "gates", "links"], rows)
+    header = ["version", "aliases", "logged model", "created", "trained by", *names, "gates", "links"]
+    return _table(header, rows)
 
 
 def _history(model: dict[str, Any]) -> str:

@@ -125,16 +125,27 @@ class MlflowMetricsSource:
         """The LoggedModel's metrics (the last value of each), or ``{}`` when the version has none."""
         if not ref.model_id:
             return {}, ""
-        from mlflow.exceptions import MlflowException
+        metrics = logged_model_metrics(self.client, ref.model_id)
+        return metrics, (f"logged_model {ref.model_id}" if metrics else "")
 
-        try:
-            model = self.client.get_logged_model(ref.model_id)
-        except MlflowException as e:
-            if "RESOURCE_DOES_NOT_EXIST" not in str(e.error_code):
-                raise
-            return {}, ""
-        ordered = sorted(model.metrics or [], key=lambda m: (m.timestamp or 0, m.step or 0))
-        return {m.key: float(m.value) for m in ordered}, f"logged_model {ref.model_id}"
+
+def logged_model_metrics(client: Any, model_id: str) -> dict[str, float]:
+    """The metrics of the MLflow 3 LoggedModel ``model_id`` (the last value of each key), ``{}`` when the
+    model is gone or has none: what gates and the releases view compare, the models themselves.
+
+    :param client: an ``MlflowClient``.
+    :param model_id: the LoggedModel's id (``m-...``).
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = client.get_logged_model(model_id)
+    except MlflowException as e:
+        if "RESOURCE_DOES_NOT_EXIST" not in str(e.error_code):
+            raise
+        return {}
+    ordered = sorted(model.metrics or [], key=lambda m: (m.timestamp or 0, m.step or 0))
+    return {m.key: float(m.value) for m in ordered}
 
 
 # Loaded models, keyed by (tracking URI, name, version): versions are immutable, loading is slow.

@@ -149,3 +149,37 @@ def test_the_gateway_connection_gives_its_url_and_admin_token(monkeypatch):
         json.dumps({"conn_type": "http", "host": "gateway", "port": 8080, "password": "tok"}),
     )
     assert releases._gateway_auth() == ("http://gateway:8080", "tok")
+
+
+def test_versions_show_their_logged_models_metrics(tmp_path):
+    """A version registered from an MLflow 3 LoggedModel shows that model's id and its own metrics (what
+    the gate compares), not the run's; a version registered from a run shows the run's. A real local
+    MLflow store (SQLite) and a real scikit-learn model."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import mlflow
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    target = MlflowTarget(
+        f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_location=str(tmp_path / "artifacts")
+    )
+    client = target.client()
+    X, y = np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0, 0, 1, 1])
+    with target.activate():
+        mlflow.set_experiment("releases-view")
+        with mlflow.start_run() as run:
+            info = mlflow.sklearn.log_model(LogisticRegression().fit(X, y), name="model")
+            mlflow.log_metrics({"f1": 0.91}, model_id=info.model_id)
+        client.log_metric(run.info.run_id, "f1", 0.5)  # the run's own value, not linked to the model
+        v1 = mlflow.register_model(info.model_uri, "bc")
+        v2 = client.create_model_version("bc", f"runs:/{run.info.run_id}/model", run.info.run_id)
+    with ThreadPoolExecutor(4) as pool:
+        model = releases._model(client, target, client.get_registered_model("bc"), 10, pool)
+    rows = {v["version"]: v for v in model["versions"]}
+    assert rows[str(v1.version)]["model_id"] == info.model_id
+    assert rows[str(v1.version)]["metrics"] == {"f1": 0.91}
+    assert rows[str(v2.version)]["model_id"] is None
+    assert rows[str(v2.version)]["metrics"] == {"f1": 0.5}
+    page = releases._versions(model)
+    assert info.model_id in page and "(run)" in page
