@@ -32,6 +32,9 @@ OWN = {
     "matrix": ["tests/packaging"],
     "docker": ["tests/integration/stack", "tests/integration/deploy"],
     "airflow": ["tests/deployment"],
+    # Tests against real servers (MLflow, gateways, Prometheus, DVC) and the bad-input corpus: mostly waiting
+    # on those servers, so they run beside the unit and DAG tests instead of after them.
+    "integration": ["tests/integration", "tests/corpus"],
 }
 
 
