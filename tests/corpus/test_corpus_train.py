@@ -590,7 +590,18 @@ class _GitSmartHttp(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def git_url_with_token(dvc_repo: dict, tmp_path: Path):
-    """The DVC repository served over HTTP at ``http://ci:TOKEN@127.0.0.1:PORT/data.git``."""
+    """The DVC repository served over HTTP at ``http://ci:TOKEN@127.0.0.1:PORT/data.git``.
+
+    The shared repo's remote is relative (each test copies it), which a clone over HTTP cannot resolve:
+    served, the repo names its remote by absolute path, as a user's repo names its bucket (a commit of
+    its own; ``dvc_repo["rev"]`` becomes that commit)."""
+    repo = dvc_repo["path"]
+    dvc = [sys.executable, "-m", "dvc"]
+    subprocess.run([*dvc, "remote", "modify", "local", "url", str(dvc_repo["remote"])], cwd=repo, check=True)
+    subprocess.run(["git", "commit", "-qam", "remote by absolute path"], cwd=repo, check=True)
+    dvc_repo["rev"] = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, check=True, capture_output=True, text=True
+    ).stdout.strip()
     root = tmp_path / "git-root"
     root.mkdir()
     subprocess.run(
