@@ -111,7 +111,7 @@ def main(argv: list[str]) -> int:
         for k, v in counts.items():
             total[k] += v
         shown = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
-        print(f"  {name:<8} exit {codes[name]:>3} {ended[name]:>6.0f} s  {shown or 'no report'}")
+        print(f"  {name:<11} exit {codes[name]:>3} {ended[name]:>6.0f} s  {shown or 'no report'}")
     # A session that crashed before writing its report still fails the run.
     crashed = [n for n, c in codes.items() if c not in (0, 5) and not any(_counts(OUT / f"{n}.xml").values())]
     for name in crashed:
