@@ -71,6 +71,24 @@ def _counts(xml: Path) -> dict[str, int]:
     return out
 
 
+def _problems(xml: Path) -> list[str]:
+    """One line per failed or erroring test of a JUnit XML report: its id and the first line of why."""
+    if not xml.exists():
+        return []
+    try:
+        root = ET.parse(xml).getroot()
+    except ET.ParseError:
+        return []
+    out = []
+    for case in root.iter("testcase"):
+        for kind, word in (("failure", "FAILED"), ("error", "ERROR")):
+            for node in case.findall(kind):
+                path = (case.get("classname") or "").replace(".", "/")
+                why = (node.get("message") or "").strip().splitlines() or [""]
+                out.append(f"{word} {path}.py::{case.get('name')} - {why[0][:300]}")
+    return out
+
+
 def main(argv: list[str]) -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
@@ -112,6 +130,10 @@ def main(argv: list[str]) -> int:
             total[k] += v
         shown = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
         print(f"  {name:<11} exit {codes[name]:>3} {ended[name]:>6.0f} s  {shown or 'no report'}")
+    # Every failure and error again, one line each, where a reader of the end of the output sees it.
+    for name in procs:
+        for line in _problems(OUT / f"{name}.xml"):
+            print(f"  [{name}] {line}")
     # A session that crashed before writing its report still fails the run.
     crashed = [n for n, c in codes.items() if c not in (0, 5) and not any(_counts(OUT / f"{n}.xml").values())]
     for name in crashed:
