@@ -184,7 +184,7 @@ def _columns(pool: Path, prefixes: tuple[str, ...] = ("mean", "worst")) -> list[
     return [c for c in header if c.split(" ")[0] in prefixes]
 
 
-@pytest.mark.timeout(2700)  # set-up included; every wait inside has its own bound (generous: CI runs six sessions)
+@pytest.mark.timeout(2700)  # set-up included; every wait has its own bound, sized for six sessions
 def test_the_example_dags_close_the_loop_on_a_real_scheduler(deployment, mlflow_server):
     af: Airflow = deployment["airflow"]
     model, traffic = deployment["model"], deployment["traffic"]
