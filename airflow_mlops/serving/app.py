@@ -3,7 +3,8 @@
 Endpoints: ``POST /predict``, ``POST /feedback`` (feedback bearer token), ``GET /health``, ``GET /ready``,
 ``GET /metrics``, ``GET|PUT /admin/deployment`` (admin bearer token); for replicas, ``PUT|DELETE
 /admin/deployment/stage`` and ``POST /admin/deployment/commit`` (the two phases of a change, admin token),
-``GET /bandit`` (this replica's bandit rewards) and ``GET /metrics/replicas`` (every peer's counters summed). Bodies must be JSON
+``GET /bandit`` (this replica's bandit rewards) and ``GET /metrics/replicas`` (every peer's counters summed,
+with the gauges they agree on). Bodies must be JSON
 (``Content-Type: application/json``, 415 otherwise), so a web page cannot post a plain form here. The
 serving state is one immutable :class:`Deployment`; a change builds a new one (models loaded first, off
 the event loop, within a bounded time and without holding the swap lock) and swaps the reference, so
@@ -787,8 +788,9 @@ def create_app(
     peer_pages: dict[str, str] = {}
 
     async def replicas_metrics(request: Request) -> Response:
-        """Every counter summed over all the peers (what the load balancer serves as ``/metrics``, for the
-        deployer's error-rate watch); a peer that does not answer counts with its last page."""
+        """Every counter summed over all the peers, and the gauges they agree on (what the load balancer
+        serves as ``/metrics``: the deployer's error-rate watch, route weights); a peer that does not
+        answer counts with its last page."""
         own = generate_latest(metrics.registry).decode()
         if not settings.peers:
             return Response(own, media_type=CONTENT_TYPE_LATEST)
@@ -796,7 +798,7 @@ def create_app(
         for url, page in zip(settings.peers, pages, strict=True):
             if page is not None:
                 peer_pages[url] = page
-        return Response(sum_counters(list(peer_pages.values())), media_type=CONTENT_TYPE_LATEST)
+        return Response(merge_replica_pages(list(peer_pages.values())), media_type=CONTENT_TYPE_LATEST)
 
     async def staging(request: Request) -> Response:
         try:
@@ -890,6 +892,38 @@ def sum_counters(pages: list[str]) -> str:
         shown = ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels)
         lines.append(f"{name}{{{shown}}} {value!r}")
     return "\n".join(lines) + "\n"
+
+
+def common_gauges(pages: list[str]) -> str:
+    """The gauge samples that every page reports with the same value (route weights, the champion),
+    once each, never summed; a gauge that differs between replicas (a per-replica window, a queue) or
+    that some page lacks is left out: neither a sum nor any one replica's value is the fleet's."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    seen: list[dict[tuple[str, tuple[tuple[str, str], ...]], float]] = []
+    for page in pages:
+        values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        for family in text_string_to_metric_families(page):
+            if family.type == "gauge":
+                for sample in family.samples:
+                    values[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        seen.append(values)
+    if not seen:
+        return ""
+    agreed = {k: v for k, v in seen[0].items() if all(other.get(k) == v for other in seen[1:])}
+    lines: list[str] = []
+    for (name, labels), value in sorted(agreed.items()):
+        if not lines or not lines[-1].startswith(f"{name}{{"):
+            lines.append(f"# TYPE {name} gauge")
+        shown = ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels)
+        lines.append(f"{name}{{{shown}}} {value!r}")
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def merge_replica_pages(pages: list[str]) -> str:
+    """The ``/metrics`` pages of every replica as one: counters summed (:func:`sum_counters`), gauges
+    kept where all replicas agree (:func:`common_gauges`)."""
+    return sum_counters(pages) + common_gauges(pages)
 
 
 def _escape_label(value: str) -> str:

@@ -105,3 +105,33 @@ def test_a_change_sent_to_any_replica_lands_on_all(replicas):
 def test_commit_of_an_unknown_stage_is_refused(replicas):
     status, body = _call(f"{replicas[0]}/admin/deployment/commit", "POST", {"stage_id": "nope"})
     assert status == 409 and "stage the change again on every replica" in body["detail"]
+
+
+def test_replicas_page_sums_counters_and_never_gauges(replicas, bc_records):
+    """``/metrics/replicas`` (the balancer's ``/metrics``): counters add up over the replicas; a gauge that
+    all of them report alike (the route weight) appears once with its value, not tripled; one that
+    differs (a per-replica live window) is left out."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from airflow_mlops.serving.app import common_gauges
+    from airflow_mlops.serving.client import request_counts
+
+    for i, url in enumerate(replicas):
+        req = urllib.request.Request(
+            f"{url}/predict", json.dumps({"inputs": bc_records[: i + 1]}).encode(),
+            {"Content-Type": "application/json"}, method="POST",
+        )  # fmt: skip
+        with urllib.request.urlopen(req, timeout=30) as r:
+            assert r.status == 200
+    with urllib.request.urlopen(f"{replicas[1]}/metrics/replicas", timeout=30) as r:
+        page = r.read().decode()
+    assert request_counts(page, "bc") == {"1": {"200": 3.0}}
+    assert 'mlops_gateway_predictions_total{model="bc",version="1"} 6.0' in page
+    weights = [line for line in page.splitlines() if line.startswith("mlops_gateway_route_weight")]
+    assert weights == ['mlops_gateway_route_weight{model="bc",version="1"} 1.0'], page
+    assert 'mlops_gateway_champion_version{model="bc"} 1.0' in page
+    # The gauges keep their type, so the page parses as the replicas' own pages do.
+    types = {f.name: f.type for f in text_string_to_metric_families(page)}
+    assert types["mlops_gateway_route_weight"] == "gauge"
+    a = '# TYPE g gauge\ng{v="1"} 0.9\ng{v="2"} 1.0\n'
+    assert common_gauges([a, a.replace("0.9", "0.7")]) == '# TYPE g gauge\ng{v="2"} 1.0\n'
