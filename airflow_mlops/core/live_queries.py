@@ -13,6 +13,8 @@ counter per class that makes one formula compute both (see :mod:`airflow_mlops.s
 
 from __future__ import annotations
 
+from airflow_mlops.core.errors import MlopsInputError
+
 # The window of the gate's default queries: long enough to hold a canary step's feedback.
 DEFAULT_WINDOW = "1h"
 _SEL = 'model="{model}",version="{version}"'
@@ -41,6 +43,22 @@ def _or_gauge(query: str, gauge: str) -> str:
     """``query``, else (no series: a gateway from before the counters, or an exporter of the gauges only)
     the single-replica gauge; ``max by`` gives it the same labels, so ``or`` never returns both."""
     return f"({query}) or max by (model, version) ({gauge}{{{_SEL}}})"
+
+
+def with_selector(query: str, selector: str = "") -> str:
+    """``query`` (one of this module's templates) with its ``model="{model}",version="{version}"``
+    matchers replaced by ``selector``: empty for every model and version (recording rules), or e.g.
+    ``model=~"$model"`` (a Grafana dashboard). The result still has one series per model and version.
+
+    :raises MlopsInputError: ``query`` has no such matchers (not one of this module's templates).
+    """
+    if _SEL not in query:
+        raise MlopsInputError(
+            f"No {_SEL} matchers in {query[:80]!r}: give a template of airflow_mlops.core.live_queries."
+        )
+    if not selector:
+        return query.replace("{" + _SEL + "}", "").replace(_SEL + ",", "")
+    return query.replace(_SEL, selector)
 
 
 def samples_query(window: str | None = DEFAULT_WINDOW, fallback: bool = True) -> str:
