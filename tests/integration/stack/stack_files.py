@@ -70,8 +70,14 @@ def dashboard_queries(dash: dict[str, Any] | None = None) -> list[str]:
 
 
 def alert_rules() -> list[dict[str, Any]]:
-    """Every rule of alerts.yml."""
-    return [rule for group in load_yaml(ALERT_RULES)["groups"] for rule in group["rules"]]
+    """Every alerting rule of alerts.yml."""
+    return [rule for group in load_yaml(ALERT_RULES)["groups"] for rule in group["rules"] if "alert" in rule]
+
+
+def recording_rules() -> dict[str, str]:
+    """``{recorded series: expression}`` of alerts.yml."""
+    groups = load_yaml(ALERT_RULES)["groups"]
+    return {rule["record"]: rule["expr"] for group in groups for rule in group["rules"] if "record" in rule}
 
 
 def as_promql(query: str) -> str:
@@ -142,6 +148,10 @@ GATEWAY_METRICS = {
     "mlops_gateway_request_latency_seconds_sum",
     "mlops_gateway_predictions_total",
     "mlops_gateway_feedback_total",
+    # The counters that add up over replicas (live quality in the rules and the dashboard).
+    "mlops_gateway_feedback_class_total",
+    "mlops_gateway_feedback_correct_total",
+    # One replica's sliding window each (its own /metrics page and the releases view).
     "mlops_gateway_live_accuracy",
     "mlops_gateway_live_precision",
     "mlops_gateway_live_recall",
@@ -153,3 +163,5 @@ GATEWAY_METRICS = {
     "mlops_gateway_shadow_agreement_total",
 }
 DRIFT_METRICS = {"mlops_drift_score", "mlops_drift_share", "mlops_drift_detected"}
+# Per replica only: the stack's rules and dashboard add up counters instead (a sum of windows means nothing).
+PER_REPLICA_GAUGES = {f"mlops_gateway_live_{m}" for m in ("accuracy", "precision", "recall", "f1", "samples")}

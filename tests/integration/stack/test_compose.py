@@ -26,7 +26,11 @@ AIRFLOW_COMMANDS = {
     "triggerer": "the triggerer",
     "celery worker": "a Celery worker",
 }
-OTHER_SERVICES = {"postgres", "redis", "mlflow", "gateway", "prometheus", "pushgateway", "grafana"}
+OTHER_SERVICES = {"postgres", "redis", "mlflow", "gateway", "gateway-1", "gateway-2", "prometheus", "pushgateway",
+                  "grafana"}  # fmt: skip
+# The gateway's replicas behind the balancer (the service "gateway" every client calls).
+REPLICAS = ("gateway-1", "gateway-2")
+NGINX_CONF = REPO_ROOT / "docker" / "gateway" / "nginx.conf"
 CONNECTIONS = {"mlflow_default": "mlflow", "prometheus_default": "prometheus",
                "pushgateway_default": "pushgateway", "dvc_default": "dvc"}  # fmt: skip
 # Top-level keys that both docker-compose 1.29 and Compose v2 read the same way (no name/include/version).
@@ -75,7 +79,7 @@ def test_docker_compose_config_accepts_the_file(resolved: dict[str, Any]) -> Non
     services = resolved["services"]
     assert OTHER_SERVICES <= set(services), sorted(services)
     # Conditions are what 1.29 must keep (older formats silently dropped them).
-    assert _depends(services["gateway"])["airflow-init"] == "service_completed_successfully"
+    assert _depends(services["gateway-1"])["airflow-init"] == "service_completed_successfully"
     assert _depends(services["airflow-scheduler"])["postgres"] == "service_healthy"
 
 
@@ -186,10 +190,13 @@ def test_shared_volumes_reach_the_services_that_share_them(resolved: dict[str, A
             out[source] = target
         return out
 
-    # The DriftSensor (worker) reads the prediction log the gateway writes, at the path the gateway writes it.
-    gateway = resolved["services"]["gateway"]
-    log_dir = gateway["command"][gateway["command"].index("--log-dir") + 1]
-    assert mounts("gateway")["predictions"] == log_dir
+    # The DriftSensor (worker) reads the prediction log the replicas write (one folder for all of them),
+    # at the path they write it.
+    dirs = {_arg(resolved["services"][r], "--log-dir") for r in REPLICAS}
+    assert len(dirs) == 1, dirs
+    (log_dir,) = dirs
+    for replica in REPLICAS:
+        assert mounts(replica)["predictions"] == log_dir
     assert mounts("airflow-worker")["predictions"] == log_dir
     assert resolved["services"]["airflow-worker"]["environment"]["MLOPS_PREDICTION_LOG_DIR"] == log_dir
     # MLflow serves artifacts from the volume it stores them in.
@@ -205,18 +212,92 @@ def test_shared_volumes_reach_the_services_that_share_them(resolved: dict[str, A
     )
 
 
-def test_gateway_runs_the_contract_command(resolved: dict[str, Any]) -> None:
-    gateway = resolved["services"]["gateway"]
-    assert gateway["build"]["dockerfile"] == "docker/gateway.Dockerfile"
-    assert gateway["entrypoint"] == ["python", "-m", "airflow_mlops.serving"]
-    args = gateway["command"]
-    for flag in ("--host", "--port", "--tracking-uri", "--log-dir"):
-        assert flag in args, f"gateway command lacks {flag}"
-    assert args[args.index("--tracking-uri") + 1] == "http://mlflow:5000"
-    assert gateway["environment"]["MLOPS_GATEWAY_ADMIN_TOKEN"]
-    port = args[args.index("--port") + 1]
-    prom = (REPO_ROOT / "docker/prometheus/prometheus.yml").read_text()
-    assert f"gateway:{port}" in prom, "Prometheus does not scrape the gateway's port"
+def _arg(service: dict[str, Any], flag: str) -> str:
+    args = service["command"]
+    assert flag in args, f"{flag} missing from {args}"
+    return str(args[args.index(flag) + 1])
+
+
+def test_gateway_replicas_run_the_contract_command(resolved: dict[str, Any]) -> None:
+    services = resolved["services"]
+    for name in REPLICAS:
+        gateway = services[name]
+        assert gateway["build"]["dockerfile"] == "docker/gateway.Dockerfile"
+        assert gateway["entrypoint"] == ["python", "-m", "airflow_mlops.serving"]
+        for flag in ("--host", "--port", "--tracking-uri", "--log-dir"):
+            assert flag in gateway["command"], f"{name} command lacks {flag}"
+        assert _arg(gateway, "--tracking-uri") == "http://mlflow:5000"
+        assert gateway["environment"]["MLOPS_GATEWAY_ADMIN_TOKEN"]
+        assert not gateway.get("ports"), f"{name} is reached through the balancer only"
+        # Its own folder for what must not be shared: the routing and the counters it restores.
+        folder = f"/opt/mlops/predictions/_gateway/{name}"
+        assert _arg(gateway, "--state-file") == f"{folder}/deployment.json"
+        assert _arg(gateway, "--counter-file") == f"{folder}/counters.json"
+        assert _depends(gateway)["redis"] == "service_healthy"
+    # Everything else is the same on every replica (one anchor): image, environment, user, checks.
+    one, two = ({k: v for k, v in services[r].items() if k != "command"} for r in REPLICAS)
+    assert one == two
+    env = one["environment"]
+    assert len(env["MLOPS_GATEWAY_REQUEST_SECRET"].encode()) >= 16
+    peers = [f"http://{r}:{_arg(services[r], '--port')}" for r in REPLICAS]
+    assert env["MLOPS_GATEWAY_PEERS"].split(",") == peers
+    dedup = re.fullmatch(r"redis://([\w-]+):6379/(\d+)", env["MLOPS_GATEWAY_DEDUP_URL"])
+    assert dedup and dedup.group(1) in services
+    # Not Celery's database (the broker would share the keys).
+    broker = services["airflow-worker"]["environment"]["AIRFLOW__CELERY__BROKER_URL"]
+    assert not broker.endswith(f"/{dedup.group(2)}")
+
+
+def test_raw_file_shares_one_replica_anchor(raw: dict[str, Any]) -> None:
+    anchor = raw["x-gateway-replica"]
+    assert "command" not in anchor
+    for name in REPLICAS:
+        service = raw["services"][name]
+        # yaml.safe_load merges `<<: *gateway-replica`: every key of the anchor is there, unchanged.
+        assert {k: service[k] for k in anchor} == anchor
+    text = COMPOSE_FILE.read_text()
+    assert text.count("<<: *gateway-replica") == len(REPLICAS)
+
+
+def test_prometheus_scrapes_each_replica_not_the_balancer(resolved: dict[str, Any]) -> None:
+    prom = yaml.safe_load((REPO_ROOT / "docker/prometheus/prometheus.yml").read_text())
+    (job,) = [j for j in prom["scrape_configs"] if j["job_name"] == "mlops-gateway"]
+    targets = [t for static in job["static_configs"] for t in static["targets"]]
+    assert targets == [f"{r}:{_arg(resolved['services'][r], '--port')}" for r in REPLICAS]
+
+
+def test_gateway_is_the_load_balancer(resolved: dict[str, Any], raw: dict[str, Any]) -> None:
+    """Clients keep http://gateway:8080; behind it nginx, non-root, read-only, with the checked-in config."""
+    lb = resolved["services"]["gateway"]
+    assert raw["services"]["gateway"]["image"] == "${GATEWAY_LB_IMAGE:-nginx:1.27}"
+    assert "build" not in lb
+    assert lb["user"] == "101:101" and lb["read_only"] is True and "/tmp" in lb["tmpfs"]
+    assert raw["services"]["gateway"]["ports"] == ["127.0.0.1:${GATEWAY_PORT:-8000}:8080"]
+    assert {d: _depends(lb)[d] for d in REPLICAS} == dict.fromkeys(REPLICAS, "service_healthy")
+    mounts = {m["target"] if isinstance(m, dict) else m.split(":")[1]: m for m in lb["volumes"]}
+    assert "/etc/mlops/nginx.conf" in mounts
+    assert str(mounts["/etc/mlops/nginx.conf"]).count(str(NGINX_CONF)) == 1
+    script = lb["entrypoint"][-1]
+    assert lb["entrypoint"][:2] == ["/bin/sh", "-c"]
+    # The folder nginx_config was rendered for (pid, logs, temporary files) is made on the tmpfs first.
+    assert script.startswith("mkdir -p /tmp/nginx/tmp && exec nginx -e stderr -c /etc/mlops/nginx.conf")
+    assert "daemon off;" in script
+    assert "/lb/health" in " ".join(lb["healthcheck"]["test"])
+    # Every client still calls the service "gateway" on the port nginx listens on.
+    env = resolved["services"]["airflow-worker"]["environment"]
+    assert env["MLOPS_GATEWAY_URL"] == "http://gateway:8080"
+    assert "listen 0.0.0.0:8080 " in NGINX_CONF.read_text()
+
+
+def test_nginx_config_is_the_one_the_deployer_renders() -> None:
+    """docker/gateway/nginx.conf is exactly what airflow_mlops.deploy.load_balancer writes for these
+    replicas (regenerate it with that call when the renderer or the replicas change)."""
+    from airflow_mlops.deploy.load_balancer import nginx_config
+
+    expected = nginx_config([f"{r}:8080" for r in REPLICAS], "0.0.0.0:8080", Path("/tmp/nginx"))
+    assert NGINX_CONF.read_text() == expected, (
+        "docker/gateway/nginx.conf differs from nginx_config(...): regenerate it (see this test)"
+    )
 
 
 def test_containers_run_as_non_root(resolved: dict[str, Any]) -> None:
@@ -283,7 +364,8 @@ def test_a_setting_from_env_reaches_the_services(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
     env_file.write_text("MLOPS_GATEWAY_ADMIN_TOKEN=s3cret\nAIRFLOW_UID=1234\nMLFLOW_PORT=5555\n")
     services = _config(env_file=env_file)["services"]
-    assert services["gateway"]["environment"]["MLOPS_GATEWAY_ADMIN_TOKEN"] == "s3cret"
+    for replica in REPLICAS:
+        assert services[replica]["environment"]["MLOPS_GATEWAY_ADMIN_TOKEN"] == "s3cret"
     assert services["airflow-worker"]["environment"]["MLOPS_GATEWAY_ADMIN_TOKEN"] == "s3cret"
     assert services["airflow-scheduler"]["user"] == "1234:0"
     assert "1234:0" in services["airflow-init"]["command"][-1]

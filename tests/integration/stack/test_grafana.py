@@ -20,6 +20,7 @@ from tests.integration.stack.stack_files import (
     DRIFT_METRICS,
     GATEWAY_METRICS,
     GRAFANA_PROVISIONING,
+    PER_REPLICA_GAUGES,
     PROMETHEUS_BUILTIN,
     as_promql,
     compose,
@@ -95,10 +96,25 @@ def test_dashboard_shows_what_the_issue_asks() -> None:
     assert "rate(mlops_gateway_requests_total" in exprs["Request rate"]
     assert "histogram_quantile(0.95" in exprs["Latency"]
     assert "mlops_gateway_request_latency_seconds_bucket" in exprs["Latency"]
-    for metric in ("accuracy", "precision", "recall", "f1"):
-        panel = next(p for p in by_title.values() if f"mlops_gateway_live_{metric}{{" in json.dumps(p))
-        # One series per model version.
-        assert "{{version}}" in panel["targets"][0]["legendFormat"], panel["title"]
+    # Live quality from the counters of every replica added up, as the gate computes it (live_queries),
+    # over the last 15 minutes; one series per model version.
+    from airflow_mlops.core.live_queries import counter_query, samples_query, with_selector
+
+    for metric, title in (("accuracy", "Live accuracy"), ("precision", "Live precision"),
+                          ("recall", "Live recall"), ("f1", "Live F1")):  # fmt: skip
+        (target,) = by_title[title]["targets"]
+        assert target["expr"] == with_selector(counter_query(metric, "15m"), 'model=~"$model"'), title
+        assert "{{version}}" in target["legendFormat"], title
+    samples = next(p for t, p in by_title.items() if t.startswith("Labelled rows"))
+    assert samples["targets"][0]["expr"] == with_selector(
+        samples_query("15m", fallback=False), 'model=~"$model"'
+    )
+    # No per-replica window: on two replicas each gauge is half the story.
+    for query in dashboard_queries():
+        assert not metric_names(query) & PER_REPLICA_GAUGES, query
+    # Gauges that every replica reports alike: one series per version, not one per replica.
+    assert exprs["Route weights"].startswith("max by (model, version) (mlops_gateway_route_weight")
+    assert exprs["Champion version"].startswith("max by (model) (mlops_gateway_champion_version")
     assert "{{feature}}" in by_title["Drift score per feature"]["targets"][0]["legendFormat"]
     assert "mlops_drift_score" in exprs["Drift score per feature"]
     assert "mlops_gateway_champion_version" in exprs["Champion version"]
@@ -122,8 +138,9 @@ def test_queries_name_only_contract_metrics() -> None:
     names = set().union(*(metric_names(q) for q in dashboard_queries()))
     unknown = names - GATEWAY_METRICS - DRIFT_METRICS - PROMETHEUS_BUILTIN
     assert not unknown, f"the dashboard queries metrics nobody exports: {unknown}"
-    # Everything the contract offers for people to watch is on the dashboard.
-    assert names >= GATEWAY_METRICS - {
+    # Everything the contract offers for people to watch is on the dashboard (the per-replica windows
+    # through the counters that add up).
+    assert names >= GATEWAY_METRICS - PER_REPLICA_GAUGES - {
         "mlops_gateway_request_latency_seconds_count",
         "mlops_gateway_request_latency_seconds_sum",
     }

@@ -1,7 +1,8 @@
 """Prometheus config and alert rules: ``promtool check`` passes, and the alerts fire when they should.
 
-``promtool test rules`` evaluates the real alerts.yml over synthetic series (a drift verdict, live F1
-per version, scrape health), so each rule's expression, ``for`` duration and labels are exercised.
+``promtool test rules`` evaluates the real alerts.yml over synthetic series (a drift verdict, the live
+feedback counters of two gateway replicas per version, scrape health), so each rule's expression, ``for``
+duration and labels are exercised, and the live-quality rules are seen to add the replicas up.
 """
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.stack.stack_files import ALERT_RULES, PROMETHEUS_CONFIG, alert_rules, load_yaml
+from tests.integration.stack.stack_files import (
+    ALERT_RULES,
+    PROMETHEUS_CONFIG,
+    alert_rules,
+    load_yaml,
+    recording_rules,
+)
 
 EXPECTED_ALERTS = {
     "MlopsDriftDetected",
@@ -24,6 +31,7 @@ EXPECTED_ALERTS = {
     "MlopsGatewayDown",
     "MlopsGatewayErrors",
 }
+EXPECTED_RECORDS = {"mlops:gateway_live_f1:15m", "mlops:gateway_feedback:15m"}
 
 
 def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -42,17 +50,35 @@ def test_promtool_check_config() -> None:
 def test_promtool_check_rules() -> None:
     proc = _promtool("check", "rules", str(ALERT_RULES))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert f"{len(EXPECTED_ALERTS)} rules found" in proc.stdout + proc.stderr
+    assert f"{len(EXPECTED_ALERTS) + len(EXPECTED_RECORDS)} rules found" in proc.stdout + proc.stderr
 
 
 def test_config_scrapes_gateway_and_pushgateway_with_the_rules() -> None:
     config = load_yaml(PROMETHEUS_CONFIG)
     assert config["rule_files"] == [ALERT_RULES.name]
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    assert jobs["mlops-gateway"]["static_configs"][0]["targets"] == ["gateway:8080"]
+    # Each replica by itself, never the balancer ("gateway"): the rules add the replicas up.
+    assert jobs["mlops-gateway"]["static_configs"][0]["targets"] == ["gateway-1:8080", "gateway-2:8080"]
     # Without honor_labels the pushed `job` label would be overwritten by the scrape's own.
     assert jobs["pushgateway"]["honor_labels"] is True
     assert jobs["pushgateway"]["static_configs"][0]["targets"] == ["pushgateway:9091"]
+
+
+def test_recorded_live_quality_is_what_live_queries_generates() -> None:
+    """The recording rules are the gate's own counter queries over every version (one source for the
+    PromQL: a change in airflow_mlops.core.live_queries shows here until alerts.yml follows)."""
+    from airflow_mlops.core.live_queries import counter_query, samples_query, with_selector
+
+    records = recording_rules()
+    assert set(records) == EXPECTED_RECORDS
+    # The file wraps the long expression at spaces: joined again, it is the generated text exactly.
+    assert " ".join(records["mlops:gateway_live_f1:15m"].split()) == with_selector(counter_query("f1", "15m"))
+    assert " ".join(records["mlops:gateway_feedback:15m"].split()) == with_selector(
+        samples_query("15m", fallback=False)
+    )
+    for rule in alert_rules():
+        if rule["alert"].startswith("MlopsLiveF1"):
+            assert "mlops_gateway_live_" not in rule["expr"], f"{rule['alert']}: a per-replica gauge"
 
 
 def test_every_rule_is_an_alert_with_severity_and_summary() -> None:
@@ -75,30 +101,73 @@ def _alert(
     return {"eval_time": at, "alertname": name, "exp_alerts": expected}
 
 
+REPLICAS = ("gateway-1:8080", "gateway-2:8080")
+MINUTES = 60
+
+
+def _counter(start: float, *phases: tuple[float, int]) -> str:
+    """promtool values of a counter from ``start`` growing by ``step`` a minute for ``minutes`` minutes,
+    phase after phase (``(step, minutes)``), over :data:`MINUTES` minutes."""
+    parts, value, at = [], start, 0
+    for i, (step, minutes) in enumerate(phases):
+        minutes = MINUTES - at if i == len(phases) - 1 else minutes
+        first = value if i == 0 else value + step
+        parts.append(f"{first:g}+{step:g}x{minutes if i == 0 else minutes - 1}")
+        value = first + step * (minutes if i == 0 else minutes - 1)
+        at += minutes
+    return " ".join(parts)
+
+
+def _live_series(version: str, replica: str, tp_fp_fn: list[tuple[tuple[int, int, int], int]], rows: int):
+    """The counters one replica exports for a binary model's version: per minute and phase, (tp, fp, fn)
+    on the positive class "1" (which carries the weight, one per labelled row) and ``rows`` labelled rows.
+    Every counter starts high (a replica that has counted for a while), as the gateway's do."""
+    labels = f'model="bc",version="{version}",instance="{replica}",job="mlops-gateway"'
+    out = [(f"mlops_gateway_feedback_total{{{labels}}}", _counter(5000, (rows, MINUTES)))]
+    out.append((f'mlops_gateway_feedback_class_total{{{labels},class="1",kind="weight"}}',
+                _counter(5000, (rows, MINUTES))))  # fmt: skip
+    for i, kind in enumerate(("tp", "fp", "fn")):
+        phases = [(counts[i], minutes) for counts, minutes in tp_fp_fn]
+        out.append((f'mlops_gateway_feedback_class_total{{{labels},class="1",kind="{kind}"}}',
+                    _counter(1000, *phases)))  # fmt: skip
+    return out
+
+
 def _rules_test() -> dict[str, Any]:
-    v3 = 'model="bc",version="3"'
-    v4 = 'model="bc",version="4"'
-    v5 = 'model="bc",version="5"'
+    r1, r2 = REPLICAS
     series = [
         # Drift found at the third check.
         ('mlops_drift_detected{job="mlops_drift",model="bc"}', "0 0 1 1 1"),
         ('mlops_drift_share{job="mlops_drift",model="bc"}', "0.1 0.1 0.6 0.6 0.6"),
-        # v3 serves everything; its live F1 falls from 0.95 to 0.7 at minute 10.
-        (f"mlops_gateway_live_f1{{{v3}}}", "0.95x9 0.7x30"),
-        (f"mlops_gateway_live_samples{{{v3}}}", "500x40"),
-        (f"mlops_gateway_route_weight{{{v3}}}", "1x40"),
-        # v4: a poor version with too few labels to judge; v5: poor, but no longer routed.
-        (f"mlops_gateway_live_f1{{{v4}}}", "0.5x40"),
-        (f"mlops_gateway_live_samples{{{v4}}}", "10x40"),
-        (f"mlops_gateway_route_weight{{{v4}}}", "0.1x40"),
-        (f"mlops_gateway_live_f1{{{v5}}}", "0.5x40"),
-        (f"mlops_gateway_live_samples{{{v5}}}", "500x40"),
-        (f"mlops_gateway_route_weight{{{v5}}}", "0x40"),
-        # The gateway stops answering scrapes at minute 20; errors reach 10% of v3's requests at minute 1.
-        ('up{job="mlops-gateway",instance="gateway:8080"}', "1x19 0x20"),
-        (f'mlops_gateway_requests_total{{{v3},status="200"}}', "0+90x40"),
-        (f'mlops_gateway_requests_total{{{v3},status="500"}}', "0+10x40"),
+        # v3 serves everything on both replicas; from minute 10 its F1 over both is 0.7 (tp 7, fp 3, fn 3
+        # a minute), down from 0.95 (tp 19, fp 1, fn 1): replica 1 alone stays perfect (F1 1.0), replica
+        # 2 is always wrong (0.0), so only their sum (not one replica, nor their average 0.5) says 0.7.
+        *_live_series("3", r1, [((10, 0, 1), 10), ((7, 0, 0), 0)], rows=20),
+        *_live_series("3", r2, [((9, 1, 0), 10), ((0, 3, 3), 0)], rows=20),
+        # v4: a poor version with too few labels to judge (2 a minute over both: 30 in 15 minutes);
+        # v5: poor, but no longer routed.
+        *_live_series("4", r1, [((1, 1, 1), 0)], rows=1),
+        *_live_series("4", r2, [((1, 1, 1), 0)], rows=1),
+        *_live_series("5", r1, [((1, 1, 1), 0)], rows=20),
+        *_live_series("5", r2, [((1, 1, 1), 0)], rows=20),
+        # Replica 2 stops answering scrapes at minute 20; errors reach 10% of v3's requests (all on
+        # replica 1: 18% of its own) at minute 1.
+        (f'up{{job="mlops-gateway",instance="{r1}"}}', f"1x{MINUTES}"),
+        (f'up{{job="mlops-gateway",instance="{r2}"}}', f"1x19 0x{MINUTES - 20}"),
     ]
+    for replica in REPLICAS:
+        inst = f'instance="{replica}",job="mlops-gateway"'
+        for version, weight in (("3", 1), ("4", 0.1), ("5", 0)):
+            series.append(
+                (
+                    f'mlops_gateway_route_weight{{model="bc",version="{version}",{inst}}}',
+                    f"{weight}x{MINUTES}",
+                )
+            )
+        v3 = f'model="bc",version="3",{inst}'
+        series.append((f'mlops_gateway_requests_total{{{v3},status="200"}}', f"0+45x{MINUTES}"))
+        errors = 10 if replica == r1 else 0
+        series.append((f'mlops_gateway_requests_total{{{v3},status="500"}}', f"0+{errors}x{MINUTES}"))
     f1_v3 = {"model": "bc", "version": "3"}
     return {
         "rule_files": [str(ALERT_RULES)],
@@ -107,6 +176,30 @@ def _rules_test() -> dict[str, Any]:
             {
                 "interval": "1m",
                 "input_series": [{"series": s, "values": v} for s, v in series],
+                "promql_expr_test": [
+                    # The recorded series: one per version, over both replicas.
+                    {
+                        "expr": 'mlops:gateway_live_f1:15m{version="3"}',
+                        "eval_time": "9m",
+                        "exp_samples": [
+                            {"labels": 'mlops:gateway_live_f1:15m{model="bc",version="3"}', "value": 0.95}
+                        ],
+                    },
+                    {
+                        "expr": 'mlops:gateway_live_f1:15m{version="3"}',
+                        "eval_time": "32m",
+                        "exp_samples": [
+                            {"labels": 'mlops:gateway_live_f1:15m{model="bc",version="3"}', "value": 0.7}
+                        ],
+                    },
+                    {
+                        "expr": 'mlops:gateway_feedback:15m{version="4"}',
+                        "eval_time": "32m",
+                        "exp_samples": [
+                            {"labels": 'mlops:gateway_feedback:15m{model="bc",version="4"}', "value": 30}
+                        ],
+                    },
+                ],  # fmt: skip
                 "alert_rule_test": [
                     _alert("MlopsDriftDetected", "1m"),
                     _alert(
@@ -125,20 +218,22 @@ def _rules_test() -> dict[str, Any]:
                         "Half or more of the features of bc drifted",
                         "Drift share 60% at the last check.",
                     ),
-                    # Pending for 5 minutes first, and never for v4 (10 samples) nor v5 (weight 0).
-                    _alert("MlopsLiveF1BelowFloor", "8m"),
+                    # The 15-minute F1 crosses 0.85 at minute 19 (9 of its 15 minutes at 0.7); pending for
+                    # 5 minutes first; never for v4 (30 samples) nor v5 (weight 0).
                     _alert("MlopsLiveF1BelowFloor", "12m"),
+                    _alert("MlopsLiveF1BelowFloor", "22m"),
                     _alert(
                         "MlopsLiveF1BelowFloor",
-                        "16m",
+                        "32m",
                         {"severity": "critical", **f1_v3},
                         "Live F1 of bc v3 is 0.700",
-                        "F1 on labelled feedback has been below 0.85 for 5 minutes.",
+                        "F1 on the last 15 minutes of labelled feedback (all replicas) has been below 0.85 "
+                        "for 5 minutes.",
                     ),
-                    _alert("MlopsLiveF1Drop", "12m"),
+                    _alert("MlopsLiveF1Drop", "22m"),
                     _alert(
                         "MlopsLiveF1Drop",
-                        "16m",
+                        "32m",
                         {"severity": "warning", **f1_v3},
                         "Live F1 of bc v3 dropped",
                         "F1 is 0.250 below its best of the last hour.",
@@ -147,9 +242,9 @@ def _rules_test() -> dict[str, Any]:
                     _alert(
                         "MlopsGatewayDown",
                         "23m",
-                        {"severity": "critical", "job": "mlops-gateway", "instance": "gateway:8080"},
-                        "The model gateway does not answer Prometheus",
-                        "gateway:8080 has been unreachable for 2 minutes.",
+                        {"severity": "critical", "job": "mlops-gateway", "instance": r2},
+                        "A model gateway replica does not answer Prometheus",
+                        f"{r2} has been unreachable for 2 minutes.",
                     ),
                     _alert("MlopsGatewayErrors", "3m"),
                     _alert(
@@ -157,7 +252,7 @@ def _rules_test() -> dict[str, Any]:
                         "12m",
                         {"severity": "warning", **f1_v3},
                         "10% of requests to bc v3 fail",
-                        "More than 5% of the gateway's answers were not 2xx over 5 minutes.",
+                        "More than 5% of the gateway's answers (all replicas) were not 2xx over 5 minutes.",
                     ),
                 ],
             }
