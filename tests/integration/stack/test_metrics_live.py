@@ -1,9 +1,10 @@
 """The stack's monitoring against real services: every metric the dashboard and the alerts use exists.
 
-A real gateway (``python -m airflow_mlops.serving``) serves a model registered on the session's real
-MLflow server and receives a batch prediction and its ground truth; drift results are pushed to a real
-Pushgateway; a real Prometheus runs the stack's own prometheus.yml and alerts.yml, with only the
-container addresses replaced by loopback ones. Nothing is mocked.
+Two real gateway replicas (``python -m airflow_mlops.serving``, one request secret, as the stack runs
+them) serve a model registered on the session's real MLflow server; one answers a batch prediction, the
+other receives its ground truth; drift results are pushed to a real Pushgateway; a real Prometheus runs
+the stack's own prometheus.yml and alerts.yml (one target per replica), with only the container
+addresses replaced by loopback ones. Nothing is mocked.
 """
 
 from __future__ import annotations
@@ -34,9 +35,14 @@ from tests.integration.stack.stack_files import (
     dashboard_queries,
     exposed_names,
     metric_names,
+    recording_rules,
     selector_labels,
 )
 from tests.servers import FEEDBACK_TOKEN, free_port, start_gateway, start_process, start_pushgateway, stop
+
+# The stack's replicas (prometheus.yml's targets), in order.
+REPLICAS = ("gateway-1:8080", "gateway-2:8080")
+REQUEST_SECRET = "stack-test-request-secret-0123456789"
 
 ADMIN_TOKEN = "stack-test-admin-token"
 ROWS = 60  # > the alerts' 50-sample minimum
@@ -64,7 +70,7 @@ def _http(url: str, body: Any = None, method: str | None = None) -> Any:
 class Stack:
     model: str
     version: str
-    gateway: str
+    replicas: list[str]
     pushgateway: str
     prometheus: str
 
@@ -113,14 +119,14 @@ def _push_drift(pushgateway: str, model: str, reference: Any) -> dict[str, Any]:
     return summary
 
 
-def _start_prometheus(root: Path, gateway: str, pushgateway: str) -> tuple[subprocess.Popen, str]:
+def _start_prometheus(root: Path, replicas: list[str], pushgateway: str) -> tuple[subprocess.Popen, str]:
     """Prometheus with the stack's prometheus.yml and alerts.yml; container addresses made loopback ones."""
     port = free_port()
     root.mkdir(parents=True, exist_ok=True)
     config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
     config["global"].update(scrape_interval="1s", evaluation_interval="1s")
     addresses = {
-        "gateway:8080": gateway.removeprefix("http://"),
+        **{name: url.removeprefix("http://") for name, url in zip(REPLICAS, replicas, strict=True)},
         "pushgateway:9091": pushgateway.removeprefix("http://"),
         "localhost:9090": f"127.0.0.1:{port}",
     }
@@ -136,10 +142,25 @@ def _start_prometheus(root: Path, gateway: str, pushgateway: str) -> tuple[subpr
     return start_process(args, root, "prometheus", "/-/ready", port)
 
 
-def _start_gateway(root: Path, tracking_uri: str, model: str, version: str) -> tuple[subprocess.Popen, str]:
-    """The gateway as the contract starts it, serving ``model`` ``version`` alone."""
+def _start_replicas(
+    root: Path, tracking_uri: str, model: str, version: str
+) -> list[tuple[subprocess.Popen, str]]:
+    """The stack's gateway replicas as the contract starts them (one request secret, each its own state and
+    counter files), serving ``model`` ``version`` alone; started side by side."""
+    from concurrent.futures import ThreadPoolExecutor
+
     config = {"model_name": model, "strategy": "single", "routes": [{"version": version}]}
-    return start_gateway(root, tracking_uri, config=config, admin_token=ADMIN_TOKEN)
+
+    def one(name: str) -> tuple[subprocess.Popen, str]:
+        folder = root / name.split(":")[0]
+        files = ("--state-file", str(folder / "state" / "deployment.json"),
+                 "--counter-file", str(folder / "state" / "counters.json"))  # fmt: skip
+        return start_gateway(folder, tracking_uri, config=config, admin_token=ADMIN_TOKEN, extra_args=files)
+
+    # start_gateway passes this process's environment on: the secret the replicas share.
+    with pytest.MonkeyPatch.context() as mp, ThreadPoolExecutor(len(REPLICAS)) as pool:
+        mp.setenv("MLOPS_GATEWAY_REQUEST_SECRET", REQUEST_SECRET)
+        return list(pool.map(one, REPLICAS))
 
 
 @pytest.fixture(scope="module")
@@ -149,37 +170,49 @@ def stack(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     version, frame = _register_model(mlflow_server, model)
     procs: list[subprocess.Popen] = []
     try:
-        gw_proc, gateway = _start_gateway(root / "gateway", mlflow_server, model, version)
-        procs.append(gw_proc)
+        started = _start_replicas(root / "gateway", mlflow_server, model, version)
+        procs += [proc for proc, _ in started]
+        replicas = [url for _, url in started]
         pg_proc, pushgateway = start_pushgateway(root / "pushgateway")
         procs.append(pg_proc)
-        prom_proc, prometheus = _start_prometheus(root / "prometheus", gateway, pushgateway)
+        prom_proc, prometheus = _start_prometheus(root / "prometheus", replicas, pushgateway)
         procs.append(prom_proc)
 
-        # A batch of real rows, then ground truth that contradicts the model: live F1 falls below the floor.
+        live = Stack(model, version, replicas, pushgateway, prometheus)
+        # As in the stack, Prometheus has seen every replica's counters at 0 before the first feedback
+        # (increase() counts from a series' first scrape).
+        born = f'count(mlops_gateway_feedback_total{{model="{model}"}} == 0) == {len(REPLICAS)}'
+        assert live.wait_for(born, timeout=60), "Prometheus did not scrape both replicas"
+        # A batch of real rows on one replica, then ground truth that contradicts the model on the other
+        # (the signed request id joins there): the live F1 of both together falls below the floor.
         X = frame.drop(columns="target").head(ROWS)
-        answer = _http(f"{gateway}/predict", {"inputs": X.to_dict(orient="records")})
+        answer = _http(f"{replicas[0]}/predict", {"inputs": X.to_dict(orient="records")})
         assert answer["model_version"] == version and len(answer["predictions"]) == ROWS
         wrong = [1 - int(p) for p in answer["predictions"]]
-        _http(f"{gateway}/feedback", {"request_id": answer["request_id"], "labels": wrong})
+        _http(f"{replicas[1]}/feedback", {"request_id": answer["request_id"], "labels": wrong})
         summary = _push_drift(pushgateway, model, frame[list(X.columns[:3])])
         assert summary["drift_detected"] and summary["share_drifted"] >= 0.5, summary
-        yield Stack(model, version, gateway, pushgateway, prometheus)
+        yield live
     finally:
         for proc in reversed(procs):
             stop(proc)
 
 
-def _scraped(url: str) -> dict[str, set[str]]:
-    return exposed_names(_http(f"{url}/metrics"))
+def _scraped(*urls: str) -> dict[str, set[str]]:
+    """The series names and labels of these pages together."""
+    out: dict[str, set[str]] = {}
+    for url in urls:
+        for name, labels in exposed_names(_http(f"{url}/metrics")).items():
+            out.setdefault(name, set()).update(labels)
+    return out
 
 
 def _dashboard_and_alert_queries() -> list[str]:
-    return [*dashboard_queries(), *(r["expr"] for r in alert_rules())]
+    return [*dashboard_queries(), *(r["expr"] for r in alert_rules()), *recording_rules().values()]
 
 
 def test_gateway_exports_the_contract_metrics(stack: Stack) -> None:
-    exposed = _scraped(stack.gateway)
+    exposed = _scraped(*stack.replicas)
     missing = GATEWAY_METRICS - set(exposed)
     assert not missing, f"the gateway's /metrics lacks {sorted(missing)}"
     for name in GATEWAY_METRICS - MAY_BE_EMPTY - {"mlops_gateway_champion_version"}:
@@ -206,48 +239,68 @@ def test_drift_metric_names_match_the_drift_sensor() -> None:
 def test_every_queried_metric_is_exported(stack: Stack) -> None:
     """Dashboard and alert queries name only series that the gateway or the Pushgateway really expose,
     with labels those series really carry."""
-    exposed = {**_scraped(stack.pushgateway), **_scraped(stack.gateway)}
+    exposed = {**_scraped(stack.pushgateway), **_scraped(*stack.replicas)}
+    recorded = set(recording_rules())
     for query in _dashboard_and_alert_queries():
-        for name in metric_names(query) - PROMETHEUS_BUILTIN:
+        for name in metric_names(query) - PROMETHEUS_BUILTIN - recorded:
             assert name in exposed, (
                 f"{name!r} (in {query!r}) is exported by neither the gateway nor the DriftSensor"
             )
         for name, labels in selector_labels(query).items():
-            if name in PROMETHEUS_BUILTIN or (name in MAY_BE_EMPTY and not exposed[name]):
+            if name in PROMETHEUS_BUILTIN | recorded or (name in MAY_BE_EMPTY and not exposed[name]):
                 continue  # no series yet, so no labels to compare (shadow mode is not deployed here)
             unknown = labels - exposed[name] - SCRAPE_LABELS
             assert not unknown, f"{query!r} filters {name} on labels it does not have: {unknown}"
 
 
-def test_prometheus_scrapes_both_targets_with_the_stack_config(stack: Stack) -> None:
-    up = {r["metric"]["job"]: r["value"][1] for r in stack.wait_for("up == 1")}
-    for job in ("mlops-gateway", "pushgateway"):
-        deadline = time.monotonic() + 30
-        while up.get(job) != "1" and time.monotonic() < deadline:
-            time.sleep(0.5)
-            up = {r["metric"]["job"]: r["value"][1] for r in stack.query("up == 1")}
-        assert up.get(job) == "1", f"Prometheus does not scrape job {job}: {up}"
+def test_prometheus_scrapes_every_target_with_the_stack_config(stack: Stack) -> None:
+    def up() -> dict[str, int]:
+        return {job: int(float(n)) for job, n in
+                ((r["metric"]["job"], r["value"][1]) for r in stack.query("sum by (job) (up == 1)"))}  # fmt: skip
+
+    wanted = {"mlops-gateway": len(REPLICAS), "pushgateway": 1}
+    deadline = time.monotonic() + 30
+    while {job: up().get(job) for job in wanted} != wanted and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert {job: up().get(job) for job in wanted} == wanted, (
+        f"Prometheus does not scrape every target: {up()}"
+    )
+    # Each replica scraped by itself: the predictions counted on one, their feedback on the other.
+    sel = f'model="{stack.model}",version="{stack.version}"'
+    for family, per_replica in (("predictions", [ROWS, 0]), ("feedback", [0, ROWS])):
+        by_instance = stack.wait_for(f"sum by (instance) (mlops_gateway_{family}_total{{{sel}}}) > 0")
+        assert len(by_instance) == 1, by_instance
+        seen = {r["metric"]["instance"]: float(r["value"][1]) for r in stack.query(
+            f"sum by (instance) (mlops_gateway_{family}_total{{{sel}}})")}  # fmt: skip
+        # (predictions_total is born at a replica's first prediction: absent on the other one.)
+        got = {address: seen.get(address, 0.0) for address in addresses(stack)}
+        assert got == dict(zip(addresses(stack), map(float, per_replica), strict=True)), (family, seen)
     # honor_labels: the pushed job label survives the scrape.
     pushed = stack.wait_for(f'mlops_drift_detected{{model="{stack.model}"}}')
     assert pushed and pushed[0]["metric"]["job"] == "mlops_drift"
 
 
 def test_every_dashboard_query_answers_in_prometheus(stack: Stack) -> None:
-    stack.wait_for(f'mlops_gateway_live_f1{{model="{stack.model}"}}')
+    stack.wait_for(f'mlops:gateway_live_f1:15m{{model="{stack.model}"}}')
     stack.wait_for(f'mlops_drift_score{{model="{stack.model}"}}')
     for query in dashboard_queries():
         promql = as_promql(query)
         may_be_empty = bool(metric_names(query) & MAY_BE_EMPTY) or "ALERTS" in metric_names(query)
         result = stack.query(promql) if may_be_empty else stack.wait_for(promql, timeout=20)
         assert may_be_empty or result, f"no data for dashboard query {promql!r}"
-    versions = {
-        r["metric"]["version"] for r in stack.query(f'mlops_gateway_live_f1{{model="{stack.model}"}}')
-    }
-    assert versions == {stack.version}
-    (champion,) = stack.query(f'mlops_gateway_champion_version{{model="{stack.model}"}}')
-    assert champion["value"][1] == stack.version
+    # One F1 per version over both replicas: the feedback contradicts every prediction.
+    (f1,) = stack.query(f'mlops:gateway_live_f1:15m{{model="{stack.model}"}}')
+    assert f1["metric"]["version"] == stack.version and float(f1["value"][1]) == 0.0, f1
+    champions = stack.query(f'mlops_gateway_champion_version{{model="{stack.model}"}}')
+    assert {r["metric"]["instance"] for r in champions} == set(addresses(stack))
+    assert {r["value"][1] for r in champions} == {stack.version}
     features = {r["metric"]["feature"] for r in stack.query(f'mlops_drift_score{{model="{stack.model}"}}')}
     assert len(features) == 3
+
+
+def addresses(stack: Stack) -> list[str]:
+    """The replicas' ``host:port`` (Prometheus's ``instance`` labels)."""
+    return [url.removeprefix("http://") for url in stack.replicas]
 
 
 def _alerts(stack: Stack) -> dict[str, dict[str, Any]]:
@@ -266,7 +319,7 @@ def test_alert_rules_load_and_fire_on_live_data(stack: Stack) -> None:
         if (ready and all(r["health"] == "ok" for r in rules)) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    assert {r["name"] for r in rules} == {r["alert"] for r in alert_rules()}
+    assert {r["name"] for r in rules} == {r["alert"] for r in alert_rules()} | set(recording_rules())
     assert all(r["health"] == "ok" for r in rules), [(r["name"], r.get("lastError")) for r in rules]
     assert alerts["MlopsDriftDetected"]["state"] == "firing"
     assert alerts["MlopsDriftShareHigh"]["state"] == "firing"
