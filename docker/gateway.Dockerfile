@@ -27,7 +27,8 @@ RUN set -eu; \
     PIP_CERT="$bundle" /opt/venv/bin/pip install \
         "scikit-learn==${SKLEARN_VERSION}" \
         "mlflow-skinny==${MLFLOW_VERSION}" \
-        pandas pyarrow scipy starlette uvicorn uvloop httptools orjson prometheus-client httpx cloudpickle skops
+        pandas pyarrow scipy starlette uvicorn uvloop httptools orjson prometheus-client httpx cloudpickle skops \
+        redis
 # The package itself is built into a wheel here and installed in the last layer of the final image, so
 # that a change of the code leaves the dependency layers (and the copied virtualenv) cached.
 COPY pyproject.toml /src/

@@ -6,7 +6,8 @@ Layers, each built once per content (the image carries the hash of its inputs in
 1. ``airflow-mlops-base:bookworm``: Debian bookworm from the apt mirror (``docker/build_base_image.sh``);
 2. ``python-base``: a virtualenv with the heavy wheels, shared by the Airflow, MLflow and gateway images;
 3. ``airflow-base``: a stand-in for the official ``apache/airflow`` image (user, paths, entrypoint);
-4. the stand-ins for Postgres, Redis, Prometheus and Pushgateway (one Debian package stage, four targets);
+4. the stand-ins for Postgres, Redis, Prometheus, Pushgateway and nginx (one Debian package stage, five
+   targets);
 5. the stack's own images, exactly as ``docker-compose.yaml`` declares their builds (context, Dockerfile,
    arguments), on the local bases above instead of the public ones.
 
@@ -53,6 +54,7 @@ STANDINS = {
     "REDIS_IMAGE": ("redis", "airflow-mlops-stack/redis:standin"),
     "PROMETHEUS_IMAGE": ("prometheus", "airflow-mlops-stack/prometheus:standin"),
     "PUSHGATEWAY_IMAGE": ("pushgateway", "airflow-mlops-stack/pushgateway:standin"),
+    "GATEWAY_LB_IMAGE": ("nginx", "airflow-mlops-stack/nginx:standin"),
 }
 # The compose file's base-image variables, pointed at the local bases.
 BASE_VARIABLES = {"AIRFLOW_BASE_IMAGE": AIRFLOW_BASE, "MLFLOW_BASE_IMAGE": PYTHON_BASE,
@@ -62,7 +64,7 @@ BASE_VARIABLES = {"AIRFLOW_BASE_IMAGE": AIRFLOW_BASE, "MLFLOW_BASE_IMAGE": PYTHO
 # find everything satisfied and download nothing but build backends).
 PYTHON_REQUIREMENTS = [
     "mlflow", "psycopg2-binary", "scikit-learn", "pandas", "pyarrow", "scipy", "starlette", "uvicorn",
-    "uvloop", "httptools", "orjson", "prometheus-client", "httpx", "cloudpickle", "skops", "pyyaml",
+    "uvloop", "httptools", "orjson", "prometheus-client", "httpx", "cloudpickle", "skops", "pyyaml", "redis",
     "setuptools>=77", "wheel",
 ]  # fmt: skip
 # async-timeout: redis needs it on Python < 3.11.3 (Debian's 3.11.2), not on this machine's newer Python.
@@ -331,7 +333,7 @@ def _base_image() -> Built:
 
 
 def _standins(base_id: str) -> list[Built]:
-    """The four stand-ins: one package stage (built by the first target, cached for the others)."""
+    """The stand-ins: one package stage (built by the first target, cached for the others)."""
     stand_ctx, stand_key = _context("standins", ["standins.Dockerfile", "postgres-entrypoint.sh"])
     return [build_image(tag, stand_ctx / "standins.Dockerfile", stand_ctx, target=target,
                         args={"BASE_IMAGE": BASE_IMAGE}, key=[base_id, *stand_key])

@@ -1,4 +1,4 @@
-# Stand-ins for the public images postgres:16, redis:7.2-bookworm, prom/prometheus and prom/pushgateway,
+# Stand-ins for the public images postgres:16, redis:7.2-bookworm, prom/prometheus, prom/pushgateway and nginx,
 # made from Debian bookworm's packages on the local debootstrap base (no image registry is reachable
 # here). One stage installs every package once; each stand-in is a target (`docker build --target NAME`)
 # with the interface docker-compose.yaml uses. Differences from the public images: README.md beside this.
@@ -11,7 +11,8 @@ RUN set -eu; \
     echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/no-main-cluster.conf; \
     apt-get update -q; \
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-        postgresql-15 postgresql-client-15 redis-server redis-tools prometheus prometheus-pushgateway wget; \
+        postgresql-15 postgresql-client-15 redis-server redis-tools prometheus prometheus-pushgateway wget \
+        nginx-light curl; \
     apt-get clean; rm -rf /var/lib/apt/lists/*
 
 # postgres:16 -- POSTGRES_USER / POSTGRES_PASSWORD / POSTGRES_DB / PGDATA, /docker-entrypoint-initdb.d
@@ -56,3 +57,13 @@ USER nobody
 EXPOSE 9091
 ENTRYPOINT ["/usr/bin/prometheus-pushgateway"]
 CMD []
+
+# nginx:1.27 -- nginx on PATH (/usr/sbin/nginx; Debian's 1.22, which knows every directive and flag the
+# stack uses, -e included), curl for the healthcheck. The compose file gives the command, the user, the
+# config (/etc/mlops/nginx.conf) and the tmpfs it writes to; Debian's default site is removed.
+FROM packages AS nginx
+RUN rm -f /etc/nginx/sites-enabled/default
+EXPOSE 8080
+USER 101:101
+ENTRYPOINT []
+CMD ["nginx", "-e", "stderr", "-g", "daemon off;"]

@@ -3,7 +3,7 @@
 No image can be pulled here, so every image is built locally (``tests/stack_images/build.py``): the
 stack's own images (Airflow, MLflow, gateway) from their Dockerfiles, exactly as the compose file declares
 the builds, on local bases that stand in for ``apache/airflow`` and ``python``; and stand-ins for
-``postgres``, ``redis``, ``prom/prometheus`` and ``prom/pushgateway`` made from Debian's packages
+``postgres``, ``redis``, ``prom/prometheus``, ``prom/pushgateway`` and ``nginx`` made from Debian's packages
 (``tests/stack_images/README.md`` lists how they differ from the public images). The compose file takes
 every image name from a variable whose default is the public image; the test sets them. Grafana cannot
 run here: it is left out of ``up`` and its files are checked by ``test_grafana.py``.
@@ -12,10 +12,12 @@ run here: it is left out of ``up`` and its files are checked by ``test_grafana.p
 one-shot ``airflow-init`` to exit 0). Then, only through public interfaces (Airflow's REST API with a
 real login, the gateway's port, Prometheus' and MLflow's HTTP APIs):
 
-1. ``mlops_train_gate_deploy`` runs on the Celery worker and promotes v1 on the compose gateway;
+1. ``mlops_train_gate_deploy`` runs on the Celery worker and promotes v1 on the compose gateway (nginx
+   over two replicas; the route weights read through the balancer);
 2. the traffic simulator (``python -m airflow_mlops.simulator``, this machine's virtualenv) sends traffic
-   with ground truth; Prometheus scrapes live F1 per version, its alert rules are loaded, and the online
-   gate read PromQL;
+   with ground truth through the balancer; both replicas serve predictions (Prometheus' series per
+   instance), the F1 per version from the counters summed over the replicas is in (0, 1], the rules are
+   loaded, and the online gate read PromQL;
 3. shifted traffic: the drift monitor's Asset event queues ``mlops_retrain``, which promotes v2;
 4. ``docker-compose down -v`` leaves no container, network or volume of the project.
 
@@ -45,7 +47,7 @@ from typing import Any
 import pytest
 
 from airflow_mlops.core.net import free_port as _free_port
-from tests.integration.stack.stack_files import COMPOSE_FILE, REPO_ROOT, alert_rules
+from tests.integration.stack.stack_files import COMPOSE_FILE, REPO_ROOT, alert_rules, recording_rules
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.timeout(3600)]
 
@@ -53,6 +55,8 @@ MODEL = "breast_cancer"  # the compose stack's default model (dags/mlops_common)
 NOT_STARTED = {"grafana"}  # no Grafana build exists for this machine: its files are validated instead
 ARBITRARY_UID = "4321"  # not in the image's /etc/passwd, like a Linux user's own uid
 FEEDBACK_TOKEN = "stack-test-feedback-token"
+REPLICAS = ("gateway-1", "gateway-2")  # behind the balancer, the service "gateway"
+LB_USER = "101:101"  # the balancer's fixed non-root uid (the nginx image's)
 SHIFT_FACTOR = 1.3  # the changed world of the demo: size and shape measures read 30% higher
 # The compose file's health-check timings are Airflow's own (timeout 10 s, start period 30 s): they hold
 # on a machine that runs the stack alone (an `airflow jobs check` takes 3-4 s there: it imports all of
@@ -336,6 +340,23 @@ def _route_weights(url: str) -> dict[str, float]:
     return out
 
 
+def _summed_f1(prometheus_url: str, version: str) -> list[dict[str, Any]]:
+    """Prometheus' F1 of ``version`` from the feedback counters of every replica added up, as the online
+    gate's default query computes it (exact totals: ``window=None``)."""
+    from airflow_mlops.core.gate.evidence import VersionRef, fill
+    from airflow_mlops.core.live_queries import counter_query
+
+    return _promql(
+        prometheus_url, fill(counter_query("f1", window=None), VersionRef(MODEL, version, None), "f1")
+    )
+
+
+def _predictions_by_replica(prometheus_url: str, version: str) -> dict[str, float]:
+    """Rows each replica predicted for ``version``, from its own scraped counter (``instance`` label)."""
+    query = f'sum by (instance) (mlops_gateway_predictions_total{{model="{MODEL}",version="{version}"}})'
+    return {r["metric"]["instance"]: float(r["value"][1]) for r in _promql(prometheus_url, query)}
+
+
 def _promql(url: str, query: str) -> list[dict[str, Any]]:
     import httpx
 
@@ -459,13 +480,15 @@ def test_the_stack_comes_up_and_closes_the_loop(
         print(f"longest health check (s): {_check_seconds(containers)}")
         assert "grafana" not in containers
 
-        # The stack's own images run as the configured non-root uid, group 0.
-        for name in ("airflow-apiserver", "airflow-scheduler", "airflow-worker", "gateway"):
+        # The stack's own images run as the configured non-root uid, group 0; the balancer as its own.
+        for name in ("airflow-apiserver", "airflow-scheduler", "airflow-worker", *REPLICAS):
             c = containers[name]
             assert c["Config"]["User"] == f"{ARBITRARY_UID}:0", (name, c["Config"]["User"])
-        uid = subprocess.run(["docker", "exec", containers["mlflow"]["Id"], "id", "-u"], capture_output=True,
-                             text=True, timeout=30, check=True).stdout.strip()  # fmt: skip
-        assert uid != "0", "the MLflow server runs as root"
+        assert containers["gateway"]["Config"]["User"] == LB_USER, containers["gateway"]["Config"]["User"]
+        for name in ("mlflow", "gateway", *REPLICAS):
+            uid = subprocess.run(["docker", "exec", containers[name]["Id"], "id", "-u"], capture_output=True,
+                                 text=True, timeout=30, check=True).stdout.strip()  # fmt: skip
+            assert uid != "0", f"{name} runs as root"
 
         with compose.explained(["airflow-apiserver"]):
             api = Airflow(airflow_url, "airflow", "airflow")
@@ -482,7 +505,7 @@ def test_the_stack_comes_up_and_closes_the_loop(
         traffic.start()
         t0 = time.monotonic()
         run_id = api.trigger("mlops_train_gate_deploy")
-        with compose.explained(["airflow-worker", "airflow-scheduler", "gateway"]):
+        with compose.explained(["airflow-worker", "airflow-scheduler", "gateway", *REPLICAS]):
             tis = api.wait_run("mlops_train_gate_deploy", run_id, timeout=900)
         timings["train_gate_deploy"] = time.monotonic() - t0
         assert tis["promote"]["state"] == "success" and tis["rollback"]["state"] == "skipped", tis
@@ -492,22 +515,36 @@ def test_the_stack_comes_up_and_closes_the_loop(
             f"tasks ran elsewhere than the Celery worker {worker_host}: {ran}"
         )
         assert _champion(mlflow_url) == "1"
+        # Through the balancer (every replica's page merged): one weight per version, not one per replica.
         assert _route_weights(gateway_url) == {"1": 1.0}
 
-        # 2. Live quality per version in Prometheus; the alert rules are loaded; the online gate read PromQL.
-        f1 = _poll("live F1 of v1 in Prometheus",
-                   lambda: _promql(prometheus_url, f'mlops_gateway_live_f1{{model="{MODEL}",version="1"}}'), 120)  # fmt: skip
-        assert 0.0 < float(f1[0]["value"][1]) <= 1.0, f1
+        # 2. Both replicas serve (the balancer spreads the traffic), each scraped by itself; live quality
+        # per version from their counters added up; the rules are loaded; the online gate read PromQL.
+        t0 = time.monotonic()
+        served = _poll("predictions of v1 on both replicas in Prometheus", lambda: (
+            seen if len(seen := _predictions_by_replica(prometheus_url, "1")) == len(REPLICAS)
+            and all(seen.values()) else None), 180)  # fmt: skip
+        assert set(served) == {f"{r}:8080" for r in REPLICAS}, served
+        f1 = _poll(
+            "F1 of v1 from the summed counters in Prometheus", lambda: _summed_f1(prometheus_url, "1"), 120
+        )
+        timings["both_replicas_and_f1"] = time.monotonic() - t0
+        assert len(f1) == 1 and 0.0 < float(f1[0]["value"][1]) <= 1.0, f1
+        print(f"\nv1 rows predicted per replica: {served}; summed-counter F1: {float(f1[0]['value'][1]):.3f}")
         import httpx
 
         rules = httpx.get(f"{prometheus_url}/api/v1/rules", timeout=10, trust_env=False).json()["data"][
             "groups"
         ]
         loaded = {r["name"] for g in rules for r in g["rules"]}
-        assert loaded == {r["alert"] for r in alert_rules()}, loaded
+        assert loaded == {r["alert"] for r in alert_rules()} | set(recording_rules()), loaded
         targets = httpx.get(f"{prometheus_url}/api/v1/targets", timeout=10, trust_env=False).json()["data"]
-        health = {t["labels"]["job"]: t["health"] for t in targets["activeTargets"]}
-        assert health.get("mlops-gateway") == "up" and health.get("pushgateway") == "up", health
+        health = {
+            (t["labels"]["job"], t["labels"]["instance"]): t["health"] for t in targets["activeTargets"]
+        }
+        gateway_targets = {i: h for (job, i), h in health.items() if job == "mlops-gateway"}
+        assert gateway_targets == {f"{r}:8080": "up" for r in REPLICAS}, health
+        assert health.get(("pushgateway", "pushgateway:9091")) == "up", health
         online = json.loads(_version_tags(mlflow_url, "1").get("mlops.gate.online.details") or "{}")
         assert _version_tags(mlflow_url, "1").get("mlops.gate.online") == "passed"
         assert "prometheus" in json.dumps(online).lower(), online
@@ -532,14 +569,13 @@ def test_the_stack_comes_up_and_closes_the_loop(
         retrain = _poll("mlops_retrain queued by the Asset event", lambda: [
             r for r in api.get("/api/v2/dags/mlops_retrain/dagRuns")["dag_runs"]
             if r["dag_run_id"] not in before and r["run_type"] == "asset_triggered"], 180)  # fmt: skip
-        with compose.explained(["airflow-worker", "airflow-scheduler", "gateway"]):
+        with compose.explained(["airflow-worker", "airflow-scheduler", "gateway", *REPLICAS]):
             tis = api.wait_run("mlops_retrain", retrain[0]["dag_run_id"], timeout=1200)
         timings["drift_and_retrain"] = time.monotonic() - t0
         assert tis["promote"]["state"] == "success", tis
         assert _champion(mlflow_url) == "2"
         assert _route_weights(gateway_url).get("2") == 1.0, _route_weights(gateway_url)
-        _poll("live F1 of v2 in Prometheus",
-              lambda: _promql(prometheus_url, f'mlops_gateway_live_f1{{model="{MODEL}",version="2"}}'), 120)  # fmt: skip
+        _poll("F1 of v2 from the summed counters in Prometheus", lambda: _summed_f1(prometheus_url, "2"), 120)
     finally:
         print(f"longest health check at the end (s): {_check_seconds(compose.containers())}")
         traffic.stop.set()
