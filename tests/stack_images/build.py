@@ -64,7 +64,9 @@ BASE_VARIABLES = {"AIRFLOW_BASE_IMAGE": AIRFLOW_BASE, "MLFLOW_BASE_IMAGE": PYTHO
 # find everything satisfied and download nothing but build backends).
 PYTHON_REQUIREMENTS = [
     "mlflow", "psycopg2-binary", "scikit-learn", "pandas", "pyarrow", "scipy", "starlette", "uvicorn",
-    "uvloop", "httptools", "orjson", "prometheus-client", "httpx", "cloudpickle", "skops", "pyyaml", "redis",
+    "uvloop", "httptools", "orjson", "prometheus-client", "httpx", "cloudpickle", "skops", "pyyaml",
+    # The gateway's feedback dedup store (MLOPS_GATEWAY_DEDUP_URL); async-timeout: see AIRFLOW_REQUIREMENTS.
+    "redis", "async-timeout",
     "setuptools>=77", "wheel",
 ]  # fmt: skip
 # async-timeout: redis needs it on Python < 3.11.3 (Debian's 3.11.2), not on this machine's newer Python.
