@@ -34,6 +34,24 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 from tests.servers import start_mlflow_server, start_prometheus, stop  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _mlflow_http_env_restored():
+    """The gate CLI bounds MLflow's HTTP retries and timeout in its own process's environment
+    (``airflow_mlops.cli``); tests that call it in-process must not leave those bounds to later tests."""
+    keys = (
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT",
+    )
+    before = {k: os.environ.get(k) for k in keys}
+    yield
+    for k, v in before.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
     """A migrated Airflow metadata database (SQLite) in a throwaway AIRFLOW_HOME, with the DAG folder."""
