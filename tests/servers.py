@@ -49,7 +49,7 @@ def start_process(
     name: str,
     ready_path: str,
     port: int,
-    timeout: float = 60.0,
+    timeout: float = 180.0,
     env: dict | None = None,
 ) -> tuple[subprocess.Popen, str]:
     """Start a server in its own process group, its output in ``root/<name>.log``, and wait until
@@ -60,7 +60,8 @@ def start_process(
     :param name: the log's name.
     :param ready_path: the path that answers 200 once the server is ready.
     :param port: the loopback port it listens on.
-    :param timeout: seconds to wait.
+    :param timeout: seconds to wait (generous: only a slow start waits that long, and CI runs six
+        sessions on two cores).
     :param env: the environment (default: this process's).
     """
     root.mkdir(parents=True, exist_ok=True)
@@ -232,4 +233,4 @@ def start_gateway(
     if feedback_token is not None:
         env["MLOPS_GATEWAY_FEEDBACK_TOKEN"] = feedback_token
     path = "/ready" if wait_ready and config is not None else "/health"
-    return start_process(args, root, "gateway", path, port, timeout=120, env=env)
+    return start_process(args, root, "gateway", path, port, timeout=240, env=env)

@@ -85,7 +85,7 @@ def auth_mlflow(tier_dir) -> Iterator[str]:
         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
         "--artifacts-destination", str(root / "artifacts"),
     ]  # fmt: skip
-    proc, url = start_process(args, root, "mlflow-basic-auth", "/health", port, timeout=150, env=env)
+    proc, url = start_process(args, root, "mlflow-basic-auth", "/health", port, timeout=300, env=env)
     for user in ("user_a", "user_b"):
         mlflow_call(url, "/api/2.0/mlflow/users/create", {"username": user, "password": USERS[user]})
     yield url

@@ -53,7 +53,7 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory):
         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
         "--artifacts-destination", str(root / "artifacts"),
     ]  # fmt: skip
-    proc, url = start_process(args, root, "mlflow-auth", "/health", port, timeout=150, env=env)
+    proc, url = start_process(args, root, "mlflow-auth", "/health", port, timeout=300, env=env)
     for user in ("alice", "bob"):
         _call(url, "/api/2.0/mlflow/users/create", {"username": user, "password": f"{user}-password-1234"})
     yield url
