@@ -318,7 +318,7 @@ class Airflow:
         self.start("scheduler", ["scheduler"])
         self.start("dag-processor", ["dag-processor"])
         self.start("triggerer", ["triggerer"])
-        self.wait(lambda: self._health_ok(), 120, "the api-server to answer /api/v2/monitor/health")
+        self.wait(lambda: self._health_ok(), 300, "the api-server to answer /api/v2/monitor/health")
         self.warm_up_execution_api()
 
     def warm_up_execution_api(self) -> None:
@@ -411,7 +411,7 @@ class Airflow:
                 raise TimeoutError(f"waited {timeout:.0f}s for {what}\n{self.component_tails()}")
             time.sleep(interval)
 
-    def wait_dags(self, dag_ids: list[str], timeout: float = 120) -> None:
+    def wait_dags(self, dag_ids: list[str], timeout: float = 300) -> None:
         """Wait until the dag-processor has parsed ``dag_ids``; fail at once on an import error."""
 
         def parsed() -> bool:

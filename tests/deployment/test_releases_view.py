@@ -94,7 +94,7 @@ def view(postgres, tier_dir) -> Iterator[dict]:
         )
         release_s = time.monotonic() - started
         run_id = run.stdout.strip().splitlines()[-1].rsplit(" ", 1)[0]
-        af.wait(lambda: af._health_ok(), 120, "the api-server to answer /api/v2/monitor/health")
+        af.wait(lambda: af._health_ok(), 300, "the api-server to answer /api/v2/monitor/health")
         yield {"airflow": af, "model": model, "endpoint": f"http://127.0.0.1:{port}", "feedback": feedback,
                "pool": paths["pool"], "mlflow": mlflow_proc, "release_s": release_s, "run_id": run_id}  # fmt: skip
     finally:
