@@ -78,6 +78,14 @@ http {{
   server {{
     listen {listen} reuseport backlog=4096;
     location = /lb/health {{ return 200 "ok\\n"; }}
+    # A replica's own state: its 503 ("no deployment yet") is an answer, passed on and never counted as
+    # a failure (with http_503 here, polling /ready before the first deployment took every replica out
+    # for fail_timeout, and /health then answered 502).
+    location ~ ^/(health|ready)$ {{
+      {proxy}
+      proxy_read_timeout 10s;
+      proxy_next_upstream error timeout;
+    }}
     # The counters of every replica, summed by one of them (for the deployer's error-rate watch).
     # Prometheus scrapes each replica's own /metrics instead: PromQL adds them up, over restarts too.
     location = /metrics {{

@@ -252,8 +252,17 @@ class Airflow:
     def task_log(self, dag_id: str, run_id: str, ti: dict[str, Any]) -> str:
         try_number = max(1, ti.get("try_number") or 1)
         r = self.client.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{ti['task_id']}/logs/{try_number}",
-                            params={"full_content": "true"}, headers={"Accept": "text/plain"})  # fmt: skip
-        return r.text[-6000:]
+                            params={"full_content": "true"}, headers={"Accept": "application/json"})  # fmt: skip
+        # This Airflow answers JSON only (text/plain: 400): the log's lines are the events of "content".
+        try:
+            content = r.json().get("content")
+        except ValueError:
+            return r.text[-6000:]
+        if not isinstance(content, list):
+            return str(content)[-6000:]
+        lines = [" ".join(str(v) for k, v in e.items() if k in ("timestamp", "level", "event", "error_detail"))
+                 if isinstance(e, dict) else str(e) for e in content]  # fmt: skip
+        return "\n".join(lines)[-6000:]
 
     def wait_run(self, dag_id: str, run_id: str, timeout: float) -> dict[str, dict[str, Any]]:
         """Wait for the run to end; its task instances. A failed or stuck run shows its failed tasks' logs."""

@@ -104,3 +104,40 @@ def test_deploy_operator_wraps_its_backend_for_replicas():
     backend = _operator(replicas=3)._backend()
     assert isinstance(backend, ReplicatedBackend) and backend.replicas == 3 and backend.inner.kind == "local"
     assert _operator()._backend().kind == "local"
+
+
+def test_replicas_not_ready_yet_stay_in_the_balancer(tmp_path):
+    """Before the first deployment every replica answers /ready 503 (and /health 200): polling /ready
+    through the balancer passes the 503 on and takes no replica out, so /health still answers 200.
+    Two small HTTP servers stand in for replicas (only their status codes matter); nginx is real."""
+    import http.server
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from airflow_mlops.deploy.load_balancer import start_nginx, stop_nginx
+
+    class NotReady(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200 if self.path == "/health" else 503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotReady) for _ in range(2)]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    handle = start_nginx([f"127.0.0.1:{s.server_address[1]}" for s in servers], tmp_path / "lb")
+    try:
+        for _ in range(4):
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(f"{handle['endpoint']}/ready", timeout=5)
+            assert err.value.code == 503
+        with urllib.request.urlopen(f"{handle['endpoint']}/health", timeout=5) as r:
+            assert r.status == 200
+    finally:
+        stop_nginx(handle)
+        for server in servers:
+            server.shutdown()
