@@ -103,6 +103,11 @@ class NumericSummary:
         counts = self.counts
         if counts is None:
             return
+        # A prefix with too many distinct values settles it without sorting the whole chunk (a continuous
+        # column: every chunk of a partition that sketches from its first row would be sorted otherwise).
+        if len(x) > 4 * MAX_EXACT_VALUES and len(np.unique(x[: 4 * MAX_EXACT_VALUES])) > MAX_EXACT_VALUES:
+            self.counts = None
+            return
         values, n = np.unique(x, return_counts=True)
         if len(values) > MAX_EXACT_VALUES:
             self.counts = None

@@ -117,3 +117,26 @@ def test_a_categorical_column_with_too_many_values_is_refused_by_name() -> None:
     acc = TableSummary({"id": "categorical"}, max_categories=1000)
     with pytest.raises(MlopsInputError, match="Column 'id' has more than 1,000 distinct values"):
         acc.add(frame)
+
+
+def test_value_counts_past_the_switch_are_kept_exactly_while_few_and_dropped_once_many():
+    """In sketch mode a chunk's distinct values are counted only while there are at most
+    MAX_EXACT_VALUES; a prefix that already has more settles it, one that has fewer does not."""
+    from airflow_mlops.core.drift.current import MAX_EXACT_VALUES, NumericSummary
+
+    rng = np.random.default_rng(3)
+    few = NumericSummary(limit=0)
+    chunk = rng.integers(0, 500, 20_000).astype(np.float64)
+    few.add(chunk)
+    few.add(chunk)
+    values, n = np.unique(chunk, return_counts=True)
+    assert few.counts == {float(v): 2 * int(c) for v, c in zip(values, n, strict=True)}
+
+    many = NumericSummary(limit=0)
+    many.add(rng.normal(size=20_000))
+    assert many.counts is None
+    # Few distinct values in the prefix, many after it: still too many.
+    late = NumericSummary(limit=0)
+    head = np.zeros(4 * MAX_EXACT_VALUES)
+    late.add(np.concatenate([head, rng.normal(size=5_000)]))
+    assert late.counts is None
