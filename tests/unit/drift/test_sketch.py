@@ -140,3 +140,16 @@ def test_value_counts_past_the_switch_are_kept_exactly_while_few_and_dropped_onc
     head = np.zeros(4 * MAX_EXACT_VALUES)
     late.add(np.concatenate([head, rng.normal(size=5_000)]))
     assert late.counts is None
+
+
+def test_the_callers_frames_are_never_changed():
+    """Float columns are read as views (no copy): every test must still leave the data as it was."""
+    rng = np.random.default_rng(5)
+    ref = pd.DataFrame({"x": rng.normal(size=3000), "y": rng.normal(size=3000)})
+    cur = pd.DataFrame({"x": rng.normal(0.3, 1, size=2000), "y": np.r_[rng.normal(size=1999), np.nan]})
+    before = ref.copy(), cur.copy()
+    for method in ("ks", "wasserstein", "psi", "jensenshannon"):
+        detect_drift(ref, cur, DriftConfig(num_method=method))
+        assert summarize_frame(cur, {"x": "numeric", "y": "numeric"}).columns["x"].dist is not None
+    pd.testing.assert_frame_equal(ref, before[0])
+    pd.testing.assert_frame_equal(cur, before[1])
