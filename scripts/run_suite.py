@@ -31,6 +31,10 @@ OWN = {
     # The wheel on every claimed Airflow and Python: one build, the legs in parallel (scripts/matrix.py).
     "matrix": ["tests/packaging"],
     "docker": ["tests/integration/stack", "tests/integration/deploy"],
+    # Real Airflow deployments: Celery (two workers, one triggerer) in one session, LocalExecutor and the
+    # release-control tiers in another. Each mostly waits on its scheduler and workers, so the two overlap
+    # instead of adding up (together they were the longest session).
+    "celery": ["tests/deployment/test_celery_executor.py"],
     "airflow": ["tests/deployment"],
     # Tests against real servers (MLflow, gateways, Prometheus, DVC) and the bad-input corpus: mostly waiting
     # on those servers, so they run beside the unit and DAG tests instead of after them.

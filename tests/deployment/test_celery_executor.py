@@ -156,7 +156,7 @@ def _client(url: str):  # noqa: ANN202 - an MlflowClient
     return MlflowTarget(url, username=ADMIN[0], password=ADMIN[1]).client()
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(2700)  # the module's set-up included (Postgres, Redis, MLflow, six components)
 def test_a_canary_deployed_on_worker_a_is_rolled_back_on_worker_b(celery_deployment, auth_mlflow, gateway):
     af = celery_deployment
     model = f"handoff_{secrets.token_hex(3)}"
@@ -164,7 +164,7 @@ def test_a_canary_deployed_on_worker_a_is_rolled_back_on_worker_b(celery_deploym
     af.unpause("deployment_celery_handoff")
     run = af.trigger("deployment_celery_handoff", {"model": model, "gateway_url": gateway})
     seen: dict[str, set[str]] = {}
-    tis = af.wait_run("deployment_celery_handoff", run, timeout=480, seen=seen)
+    tis = af.wait_run("deployment_celery_handoff", run, timeout=900, seen=seen)
     states = {t: ti["state"] for t, ti in tis.items()}
     where = {t: (ti["hostname"], ti["queue"]) for t, ti in tis.items()}
     print(f"\nstates {states}; where {where}; seen {seen}")
@@ -229,7 +229,7 @@ def _gauges(models: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1500)
 def test_gates_with_different_credentials_each_see_their_own_in_one_triggerer(
     celery_deployment, auth_mlflow, live_page
 ):

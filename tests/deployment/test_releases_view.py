@@ -137,7 +137,7 @@ def _png_facts(path: Path) -> tuple[tuple[int, int], int]:
         return img.size, len(colours) if colours is not None else 1 << 20
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1500)  # module set-up included
 def test_the_releases_view_shows_a_real_release(view):
     af: Airflow = view["airflow"]
     model, endpoint = view["model"], view["endpoint"]
