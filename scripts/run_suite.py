@@ -13,6 +13,7 @@ is given).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -112,11 +113,18 @@ def main(argv: list[str]) -> int:
             )
     codes: dict[str, int] = {}
     ended: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     while len(codes) < len(procs):
         for name, (proc, log, began) in procs.items():
-            if name in codes or proc.poll() is None:
+            if name in codes:
                 continue
-            codes[name] = proc.returncode
+            # wait4, not poll: the session's CPU time (its own and every descendant it waited for, the
+            # servers it started included) tells where CI's two cores went, which wall times cannot.
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid == 0:
+                continue
+            proc.returncode = codes[name] = os.waitstatus_to_exitcode(status)
+            cpu[name] = usage.ru_utime + usage.ru_stime
             ended[name] = time.monotonic() - start
             lines = log.read_text(errors="replace").splitlines()
             # A failed session shows its failures in full; a passed one its summary.
@@ -127,13 +135,18 @@ def main(argv: list[str]) -> int:
             print("\n".join(shown), flush=True)
         time.sleep(1)
     total = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0}
-    print("\nsuite: sessions (wall time from the start of the run)")
+    print(
+        "\nsuite: sessions (wall time from the start of the run; CPU time of the session and its processes)"
+    )
     for name in procs:
         counts = _counts(OUT / f"{name}.xml")
         for k, v in counts.items():
             total[k] += v
         shown = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
-        print(f"  {name:<11} exit {codes[name]:>3} {ended[name]:>6.0f} s  {shown or 'no report'}")
+        print(
+            f"  {name:<11} exit {codes[name]:>3} {ended[name]:>6.0f} s  cpu {cpu[name]:>6.0f} s  "
+            f"{shown or 'no report'}"
+        )
     # Every failure and error again, one line each, where a reader of the end of the output sees it.
     for name in procs:
         for line in _problems(OUT / f"{name}.xml"):
