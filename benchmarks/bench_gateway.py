@@ -279,9 +279,14 @@ def replica_scenario(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per measurement")
-    parser.add_argument("--shadow-rounds", type=int, default=2, help="alternating single/shadow rounds")
+    parser.add_argument(
+        "--shadow-rounds",
+        type=int,
+        default=6,
+        help="alternating single/shadow rounds (ABBA; 2 swung by +-8%%)",
+    )
     parser.add_argument("--python-client", action="store_true", help="use the Python load generator")
-    parser.add_argument("--replica-rounds", type=int, default=2, help="alternating replica-scenario rounds")
+    parser.add_argument("--replica-rounds", type=int, default=4, help="alternating replica-scenario rounds")
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     use_wrk = shutil.which("wrk") is not None and not args.python_client
