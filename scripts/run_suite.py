@@ -118,8 +118,8 @@ def main(argv: list[str]) -> int:
         for name, (proc, log, began) in procs.items():
             if name in codes:
                 continue
-            # wait4, not poll: the session's CPU time (its own and every descendant it waited for, the
-            # servers it started included) tells where CI's two cores went, which wall times cannot.
+            # wait4, not poll: the session's CPU time (its own and that of every descendant it waited for;
+            # containers and daemons that outlive their parent are not in it) shows where CI's cores went.
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid == 0:
                 continue

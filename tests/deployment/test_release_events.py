@@ -127,7 +127,7 @@ def _events_seen(af: Airflow, dag_id: str, task_id: str) -> list[dict]:
     return seen
 
 
-@pytest.mark.timeout(1200)  # module set-up included
+@pytest.mark.timeout(1200)  # the module's set-up included (the first test pays it)
 def test_a_release_question_answered_through_the_rest_api(deployment):
     af: Airflow = deployment["airflow"]
     client = _client(deployment["mlflow"])
@@ -192,7 +192,7 @@ def test_a_release_question_answered_through_the_rest_api(deployment):
     )
 
 
-@pytest.mark.timeout(1200)  # module set-up included
+@pytest.mark.timeout(1200)
 def test_mlflow_webhooks_become_asset_events_that_queue_the_dag(deployment):
     af: Airflow = deployment["airflow"]
     model = deployment["model"]
@@ -249,7 +249,7 @@ def test_mlflow_webhooks_become_asset_events_that_queue_the_dag(deployment):
     print(f"\nthree registry events, one at a time, delivered and run by the DAG in {took:.1f}s")
 
 
-@pytest.mark.timeout(1200)  # module set-up included
+@pytest.mark.timeout(1200)
 def test_the_asset_watcher_polls_the_registry_in_the_triggerer(deployment):
     af: Airflow = deployment["airflow"]
     model = deployment["model"]
