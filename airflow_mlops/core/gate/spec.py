@@ -513,6 +513,14 @@ class GateSpec:
                     f"Rule {rule.metric!r} needs a PromQL 'query' (the gateway exports live "
                     f"{sorted(GATEWAY_LIVE_METRICS)} only)."
                 )
+            if kind == "holdout" and rule.has_analysis:
+                # Measuring a fixed file again gives the same value; and an analysed gate waits in the
+                # triggerer, where a holdout's model loads (process-wide MLflow settings) must not run.
+                raise MlopsInputError(
+                    f"Rule {rule.metric!r} has analysis settings (interval, count, limits), but a holdout gives "
+                    "the same value at every measurement: remove them, or gate on a live source (prometheus, "
+                    "metrics_url, prediction_log)."
+                )
             if rule.slices is not None and kind not in ROW_SOURCES:
                 raise MlopsInputError(
                     f"Rule {rule.metric!r} has slices, but the {kind!r} source gives one number per model, not "

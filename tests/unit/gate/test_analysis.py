@@ -245,6 +245,18 @@ def test_bad_analysis_settings_name_the_fix(settings, message):
         gate({"metric": "f1", "min": 0.9, **settings})
 
 
+def test_analysis_on_a_holdout_is_refused_with_the_fix():
+    """A holdout measures the same file every time, and an analysed gate waits in the triggerer, where a
+    holdout's model loads (process-wide MLflow settings) must never run."""
+    from airflow_mlops.core.gate import load_spec
+
+    source = {"kind": "holdout", "path": "holdout.csv", "target": "y"}
+    rules = {"f1": {"min": 0.9, "count": 3, "interval": 60}}
+    with pytest.raises(MlopsInputError, match="same value at every measurement.*live source"):
+        load_spec({"name": "g", "source": source, "rules": rules})
+    assert load_spec({"name": "g", "source": source, "rules": {"f1": {"min": 0.9}}}).rules[0].metric == "f1"
+
+
 def test_durations_and_round_trip():
     spec = gate({"metric": "f1", "min": 0.9, "interval": "1m30s", "count": 2, "initial_delay": "500ms"})
     rule = spec.rules[0]
